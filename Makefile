@@ -1,0 +1,35 @@
+# Every target creates the environment it needs from nothing (python3 -m venv + pip).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint unit demo bench diagrams clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check tradeguard tests bench
+	$(BIN)/ruff format --check tradeguard tests bench
+	$(BIN)/mypy --strict tradeguard
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint unit
+
+demo: $(STAMP)
+	$(BIN)/tradeguard demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_core.py
+
+diagrams: $(STAMP)
+	$(BIN)/tradeguard diagrams
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,178 @@
+"""Machine definitions as data, and the one place a definition becomes a running machine.
+
+A definition is a table: states, an initial state, transitions ``(trigger, sources, dest,
+condition)``. The same table builds the `transitions` machine that runs the models and the
+diagrams under ``diagrams/`` (DESIGN §2), so the picture can never drift from the behaviour.
+
+Why models are not ``add_model``-ed: `transitions` decorates every model with a bound partial
+per trigger, per ``may_`` check and per ``is_`` state (about 3.6 KB a model, measured on this
+machine), which puts 10,000 symbols far over the memory target. We keep one shared
+``Machine`` per kind and fire its ``Event`` objects with the model passed in; the machine still
+checks the table, evaluates the condition methods named in it and sets the model's ``state``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, final
+
+from transitions import Machine, MachineError
+
+from tradeguard.errors import InvalidTransition
+
+__all__ = ["MachineDefinition", "Model", "Spec"]
+
+# transitions logs every transition at INFO, which costs more than the transition itself;
+# we publish our own structured Transitioned records instead (DESIGN §2).
+logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+class Model(Protocol):
+    """What a definition can drive: an object with a mutable ``state`` attribute."""
+
+    state: Any
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One row of a transition table.
+
+    Attributes:
+        trigger: the verb that fires it (``trip``, ``recover``).
+        sources: the states it may fire from.
+        dest: the state it leads to.
+        condition: the name of a predicate method on the model; ``None`` = always.
+    """
+
+    trigger: str
+    sources: tuple[Enum, ...]
+    dest: Enum
+    condition: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the row reads on a diagram: ``trigger`` or ``trigger [condition]``."""
+        return self.trigger if self.condition is None else f"{self.trigger} [{self.condition}]"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MachineDefinition:
+    """A machine kind as data, validated when it is made.
+
+    Raises:
+        ValueError: an unknown state is named, a state is unreachable from the initial one,
+            or a non-terminal state has no way out.
+    """
+
+    name: str
+    states: type[Enum]
+    initial: Enum
+    transitions: tuple[Spec, ...]
+    terminal: frozenset[Enum] = frozenset()
+    description: str = ""
+    # States of a shared enum this kind never enters (preview has no COOLDOWN).
+    unused: frozenset[Enum] = frozenset()
+    _machine: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._validate()
+        table = [
+            {
+                "trigger": s.trigger,
+                "source": list(s.sources),
+                "dest": s.dest,
+                **({"conditions": s.condition} if s.condition else {}),
+            }
+            for s in self.transitions
+        ]
+        machine = Machine(
+            model=None,
+            states=self.states,
+            transitions=table,
+            initial=self.initial,
+            auto_transitions=False,
+        )
+        object.__setattr__(self, "_machine", machine)
+
+    def _validate(self) -> None:
+        known = set(self.used_states)
+        if self.initial not in known:
+            raise ValueError(f"{self.name}: initial state {self.initial!r} is not a state")
+        for s in self.transitions:
+            for state in (*s.sources, s.dest):
+                if state not in known:
+                    raise ValueError(f"{self.name}: {s.trigger!r} names unknown state {state!r}")
+        reached = {self.initial}
+        frontier = [self.initial]
+        while frontier:
+            here = frontier.pop()
+            for s in self.transitions:
+                if here in s.sources and s.dest not in reached:
+                    reached.add(s.dest)
+                    frontier.append(s.dest)
+        if unreachable := [st.name for st in self.used_states if st not in reached]:
+            raise ValueError(f"{self.name}: unreachable from {self.initial.name}: {unreachable}")
+        for state in self.used_states:
+            leaves = any(state in s.sources and s.dest != state for s in self.transitions)
+            if state in self.terminal and any(state in s.sources for s in self.transitions):
+                raise ValueError(f"{self.name}: terminal state {state.name} has transitions out")
+            if state not in self.terminal and not leaves:
+                raise ValueError(f"{self.name}: {state.name} is a trap (no transition out)")
+
+    @property
+    def used_states(self) -> tuple[Enum, ...]:
+        """The states this kind can be in, in enum order."""
+        return tuple(s for s in self.states if s not in self.unused)
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        """Every trigger of the table, in the order first declared."""
+        return tuple(dict.fromkeys(s.trigger for s in self.transitions))
+
+    def targets(self, state: Enum, trigger: str) -> tuple[Spec, ...]:
+        """The rows that ``trigger`` may take from ``state``, in declared order."""
+        return tuple(s for s in self.transitions if s.trigger == trigger and state in s.sources)
+
+    def fire(self, model: Model, trigger: str, machine: str, scope: str | None) -> bool:
+        """Fire ``trigger`` on ``model`` through the shared machine.
+
+        Returns:
+            True when a transition was taken; False when every row's condition was false.
+
+        Raises:
+            InvalidTransition: the table has no row for ``trigger`` from the model's state.
+        """
+        event = self._machine.events.get(trigger)
+        if event is None or not self.targets(model.state, trigger):
+            raise InvalidTransition(machine, scope, model.state.name, trigger)
+        try:
+            return bool(event.trigger(model))
+        except MachineError as err:  # pragma: no cover - the table check above comes first
+            raise InvalidTransition(machine, scope, model.state.name, trigger) from err
+
+    def to_mermaid(self) -> str:
+        """The definition as a Mermaid ``stateDiagram-v2``: deterministic text."""
+        lines = ["stateDiagram-v2", f"    [*] --> {self.initial.name}"]
+        for s in self.transitions:
+            lines.extend(f"    {src.name} --> {s.dest.name}: {s.label}" for src in s.sources)
+        lines.extend(f"    {st.name} --> [*]" for st in self.used_states if st in self.terminal)
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self) -> str:
+        """The definition as Graphviz ``dot`` source: deterministic text."""
+        lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+        lines.append('    "__start" [shape=point];')
+        lines.append(f'    "__start" -> "{self.initial.name}";')
+        for state in self.used_states:
+            shape = "doubleoctagon" if state in self.terminal else "box"
+            lines.append(f'    "{state.name}" [shape={shape}];')
+        for s in self.transitions:
+            lines.extend(
+                f'    "{src.name}" -> "{s.dest.name}" [label="{s.label}"];' for src in s.sources
+            )
+        lines.append("}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,642 @@
+"""`ReliabilityLayer`: every guard, breaker and feed of one engine, and its trading modes.
+
+Theory of operation (DESIGN §2, §3). The layer is pure and synchronous. Each call takes the
+time from the injected clock, first applies every timer already due (each at its own
+deadline, in deadline order), then handles its input, then settles the scope modes the changes
+touched. It returns the effects for the shell to run, in order. Nothing else changes state.
+
+`decide()` is the hot path: it applies due timers only when one is due (a float compare),
+reads two mode attributes and, in ALLOW, returns a shared immutable decision. Effects that
+applying a due timer produced inside `decide()` are kept and returned by the next
+`observe()` / `tick()`, never lost.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, final
+
+from tradeguard.config import Settings
+from tradeguard.errors import InvalidObservation, InvalidTransition, UnknownGuard
+from tradeguard.fsm._backoff import BackoffPolicy
+from tradeguard.fsm._breaker import CircuitBreaker
+from tradeguard.fsm._feed import Feed
+from tradeguard.fsm._guards import (
+    ApiHealthGuard,
+    CountingGuard,
+    Guard,
+    MarkStalenessGuard,
+    PreviewGuard,
+    ReconciliationGuard,
+    WebsocketGuard,
+)
+from tradeguard.fsm._orders import Decision, OrderIntent, Side
+from tradeguard.fsm._scope import Scope
+from tradeguard.fsm._states import BreakerState, FeedState, GuardState, TradingMode
+from tradeguard.fsm._timers import Timers
+from tradeguard.fsm.effects import Effect, Reason
+from tradeguard.fsm.events import (
+    ApiCall,
+    BrokerRead,
+    FeedClosed,
+    FeedConnected,
+    FeedDisconnected,
+    FeedMessage,
+    FeedStarted,
+    MarkUpdate,
+    Observation,
+    PreviewResult,
+    RateLimitUsage,
+    ReconciliationAudit,
+    SlippageCheck,
+    ValidationCheck,
+)
+
+__all__ = ["GLOBAL_GUARDS", "SYMBOL_GUARDS", "GuardStatus", "ReliabilityLayer"]
+
+GLOBAL_GUARDS = (
+    "api_health",
+    "validation",
+    "preview",
+    "broker_outage",
+    "reconciliation",
+    "websocket",
+)
+SYMBOL_GUARDS = ("mark_staleness", "slippage")
+_ALL_GUARDS = sorted((*GLOBAL_GUARDS, *SYMBOL_GUARDS))
+
+_ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
+_ZERO = Decimal(0)
+_SNAPSHOT_VERSION = 1
+# One shared answer for the common case: decisions are immutable, so ALLOW allocates nothing.
+_ALLOWED = Decision(True, _ALLOW)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GuardStatus:
+    """A read-only view of one guard.
+
+    Attributes:
+        name: the guard's name.
+        scope: the symbol, or ``None`` for a global guard.
+        state: its `GuardState`.
+        restriction: the mode it imposes while TRIPPED or COOLDOWN.
+        seconds_until_lift: time left in COOLDOWN; ``None`` otherwise.
+    """
+
+    name: str
+    scope: str | None
+    state: GuardState
+    restriction: TradingMode
+    seconds_until_lift: float | None
+
+
+@final
+class ReliabilityLayer:
+    """The pure reliability core of one trading engine (DESIGN §3).
+
+    Args:
+        settings: the knobs.
+        clock: monotonic seconds; a `tradeguard.testing.ManualClock` in tests.
+        rng: the random source of reconnect jitter; seed it to replay a run.
+        wall_clock: wall-clock seconds, used only to save and restore deadlines.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(settings, Settings):
+            raise InvalidObservation(f"settings must be a Settings, got {settings!r}")
+        self._settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        # Unseeded only when the caller does not care to replay: spread across processes.
+        self._rng = rng if rng is not None else random.Random()
+        self._timers = Timers()
+        self._pending: list[Effect] = []
+        self._last_now = -math.inf
+        self._due_at = math.inf
+        self._policy = BackoffPolicy.from_settings(settings)
+        s = settings
+        t = self._timers
+        self._api = ApiHealthGuard(
+            t,
+            window=s.api_error_rate_window_seconds,
+            min_calls=s.api_error_rate_min_calls,
+            rate_threshold=s.api_error_rate_threshold,
+            usage_threshold=s.api_rate_limit_usage_threshold,
+            cooldown_seconds=s.api_health_cooldown_seconds,
+        )
+        self._validation = CountingGuard(
+            "validation",
+            None,
+            t,
+            threshold=s.validation_failure_escalate_after,
+            restriction=_REDUCE_ONLY,
+            cooldown_seconds=s.validation_failure_cooldown_seconds,
+            recovers_at_once=True,
+            alert_title="validation infrastructure failing",
+        )
+        self._preview = PreviewGuard(t, threshold=s.preview_failure_disable_after)
+        self._broker = CountingGuard(
+            "broker_outage",
+            None,
+            t,
+            threshold=s.broker_outage_max_failures,
+            restriction=_REDUCE_ONLY,
+            cooldown_seconds=s.broker_outage_cooldown_seconds,
+            recovers_at_once=False,
+            alert_title="broker reads failing",
+        )
+        self._reconciliation = ReconciliationGuard(
+            None,
+            t,
+            threshold=s.order_reconciliation_drift_max_failures,
+            cooldown_seconds=s.api_health_cooldown_seconds,
+        )
+        self._websocket = WebsocketGuard(t, cooldown_seconds=s.ws_reconnect_pause_seconds)
+        self._global = Scope(
+            None,
+            [
+                self._api,
+                self._validation,
+                self._preview,
+                self._broker,
+                self._reconciliation,
+                self._websocket,
+            ],
+            t,
+        )
+        self._symbols: dict[str, Scope] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._feeds: dict[str, Feed] = {}
+        self._mark_restriction = _REDUCE_ONLY if s.mark_staleness_allow_reduce_only else _PAUSED
+
+    # ------------------------------------------------------------------ inputs
+
+    def observe(self, observation: Observation) -> list[Effect]:
+        """Feed one observation to the guards.
+
+        Returns:
+            The effects it caused (and any kept from `decide()`), in order. Run them in that
+            order, then re-read `next_deadline()`.
+
+        Raises:
+            InvalidObservation: not an observation.
+            UnknownGuard: a feed event names a feed that was never started.
+            InvalidTransition: the feed's state forbids the event (e.g. after CLOSED).
+        """
+        now = self._now()
+        effects = self._advance(now)
+        try:
+            effects += self._dispatch(observation, now)
+        except Exception:
+            self._pending = effects  # timers that ran are kept, not lost
+            raise
+        self._due_at = self._next_due()
+        return effects
+
+    def tick(self) -> list[Effect]:
+        """Apply every timer due by now (cooldown expiry, staleness, backoff, breakers).
+
+        Returns:
+            The effects, in order; then sleep until `next_deadline()`.
+        """
+        effects = self._advance(self._now())
+        self._due_at = self._next_due()
+        return effects
+
+    def next_deadline(self) -> float | None:
+        """When `tick()` is next needed (monotonic seconds), or ``None`` if never."""
+        return self._next_due()
+
+    def _now(self) -> float:
+        now = self._clock()
+        if not now >= self._last_now:  # also refuses NaN
+            raise InvalidObservation(f"clock went backwards: {now!r} < {self._last_now!r}")
+        self._last_now = now
+        return now
+
+    def _next_due(self) -> float:
+        due = self._timers.next_due()
+        return math.inf if due is None else due
+
+    def _advance(self, now: float) -> list[Effect]:
+        effects, self._pending = self._pending, []
+        while (popped := self._timers.pop_due(now)) is not None:
+            timer, at = popped
+            fired = timer.fire(at)
+            if fired:
+                effects += fired
+                effects += self._settle(timer.scope, at)
+        return effects
+
+    def _settle(self, symbol: str | None, at: float) -> list[Effect]:
+        effects = self._global.refresh(at)
+        if symbol is not None:
+            effects += self._symbols[symbol].refresh(at)
+        return effects
+
+    def _dispatch(self, obs: Observation, now: float) -> list[Effect]:
+        match obs:
+            case ApiCall():
+                effects = self._breaker(obs.category).observe(obs, now)
+                effects += self._api.observe_call(obs, now)
+                return effects + self._settle(None, now) if effects else effects
+            case MarkUpdate():
+                scope = self._scope(obs.symbol)
+                first = scope.awaiting_first_mark
+                mark = scope.mark
+                assert mark is not None  # every symbol scope has one
+                effects = mark.observe(now)
+                return effects + self._settle(obs.symbol, now) if effects or first else effects
+            case RateLimitUsage():
+                return self._settled(self._api.observe_usage(obs.usage, now), None, now)
+            case SlippageCheck():
+                guard = self._scope(obs.symbol).guards["slippage"]
+                assert isinstance(guard, CountingGuard)
+                return self._settled(guard.observe(obs.ok, now), obs.symbol, now)
+            case ValidationCheck():
+                return self._settled(self._validation.observe(obs.ok, now), None, now)
+            case PreviewResult():
+                return self._preview.observe(obs.ok, now)
+            case BrokerRead():
+                return self._settled(self._broker.observe(obs.ok, now), None, now)
+            case ReconciliationAudit():
+                effects = self._reconciliation.observe(obs.unknown_order_ids, now)
+                return self._settled(effects, None, now)
+            case FeedStarted():
+                feed = self._feeds.get(obs.feed) or self._new_feed(obs.feed)
+                return self._settled(feed.start(now), None, now)
+            case FeedConnected():
+                return self._settled(self._feed(obs.feed).connected(now), None, now)
+            case FeedDisconnected():
+                effects = self._feed(obs.feed).disconnected(obs.reason, now)
+                return self._settled(effects, None, now)
+            case FeedMessage():
+                return self._feed(obs.feed).message(now)
+            case FeedClosed():
+                return self._settled(self._feed(obs.feed).close(now), None, now)
+            case _:
+                raise InvalidObservation(f"not an observation: {obs!r}")
+
+    def _settled(self, effects: list[Effect], symbol: str | None, at: float) -> list[Effect]:
+        return effects + self._settle(symbol, at) if effects else effects
+
+    def _scope(self, symbol: str) -> Scope:
+        scope = self._symbols.get(symbol)
+        if scope is None:
+            scope = self._symbols[symbol] = self._new_scope(symbol)
+        return scope
+
+    def _new_scope(self, symbol: str) -> Scope:
+        s, t = self._settings, self._timers
+        mark = MarkStalenessGuard(
+            symbol,
+            t,
+            threshold=s.mark_staleness_threshold_seconds,
+            restriction=self._mark_restriction,
+            cooldown_seconds=s.mark_staleness_cooldown_seconds,
+        )
+        slippage = CountingGuard(
+            "slippage",
+            symbol,
+            t,
+            threshold=s.slippage_failure_pause_after,
+            restriction=_REDUCE_ONLY,
+            cooldown_seconds=s.slippage_pause_seconds,
+            recovers_at_once=True,
+            alert_title="slippage guard failing",
+        )
+        return Scope(symbol, [mark, slippage], t)
+
+    def _breaker(self, category: str) -> CircuitBreaker:
+        breaker = self._breakers.get(category)
+        if breaker is None:
+            s = self._settings
+            breaker = self._breakers[category] = CircuitBreaker(
+                category,
+                self._timers,
+                self._api.breaker_changed,
+                failure_threshold=s.circuit_failure_threshold,
+                recovery_timeout=s.circuit_recovery_timeout,
+                success_threshold=s.circuit_success_threshold,
+            )
+        return breaker
+
+    def _new_feed(self, name: str) -> Feed:
+        s = self._settings
+        feed = self._feeds[name] = Feed(
+            name,
+            self._timers,
+            self._rng,
+            self._websocket.feed_degraded,
+            policy=self._policy,
+            max_attempts=s.ws_reconnect_max_attempts,
+            reset_seconds=s.ws_reconnect_reset_seconds,
+            stale_seconds=s.ws_message_stale_seconds,
+        )
+        return feed
+
+    def _feed(self, name: str) -> Feed:
+        feed = self._feeds.get(name)
+        if feed is None:
+            raise UnknownGuard("feed", name, sorted(self._feeds) or ["(none started)"])
+        return feed
+
+    # ------------------------------------------------------------------ hot path
+
+    def decide(self, intent: OrderIntent, position: Decimal | None = None) -> Decision:
+        """Whether ``intent`` may go out now (cancels never need asking).
+
+        Args:
+            intent: the order.
+            position: the symbol's signed position (long > 0), ``None`` if unknown.
+
+        Returns:
+            The decision. In REDUCE_ONLY only an order that reduces the position is allowed;
+            an unknown position fails closed.
+
+        Raises:
+            InvalidObservation: ``position`` is not a finite `Decimal` or ``None``.
+        """
+        if position is not None and (type(position) is not Decimal or not position.is_finite()):
+            raise InvalidObservation(f"position must be a finite Decimal or None, got {position!r}")
+        now = self._clock()
+        if now >= self._due_at:
+            self._apply_due()
+        scope = self._symbols.get(intent.symbol)
+        mode = _REDUCE_ONLY if scope is None else scope.state
+        global_mode = self._global.state
+        if global_mode > mode:
+            mode = global_mode
+        if mode is _ALLOW:
+            return _ALLOWED
+        reasons = (*self._global.reasons(now), *self._symbol_reasons(intent.symbol, scope, now))
+        if mode is _PAUSED or position is None:
+            return Decision(False, mode, reasons, _ZERO)
+        reducible = position if intent.side is Side.SELL else -position
+        if reducible <= 0:
+            return Decision(False, mode, reasons, _ZERO)
+        return Decision(intent.quantity <= reducible, mode, reasons, reducible)
+
+    def _apply_due(self) -> None:
+        self._pending = self._advance(self._now())
+        self._due_at = self._next_due()
+
+    @staticmethod
+    def _symbol_reasons(symbol: str, scope: Scope | None, now: float) -> list[Reason]:
+        if scope is not None:
+            return scope.reasons(now)
+        return [Reason("mark_staleness", symbol, "NO_MARK", None)]
+
+    # ------------------------------------------------------------------ reads
+
+    def mode(self, symbol: str | None = None) -> TradingMode:
+        """The effective mode of ``symbol`` (any symbol), or the global mode for ``None``.
+
+        A symbol with no mark yet is at least REDUCE_ONLY.
+        """
+        if symbol is not None:
+            _require_symbol(symbol)
+        if self._clock() >= self._due_at:
+            self._apply_due()
+        global_mode = self._global.state
+        if symbol is None:
+            return global_mode
+        scope = self._symbols.get(symbol)
+        own = _REDUCE_ONLY if scope is None else scope.state
+        return own if own > global_mode else global_mode
+
+    def guard(self, name: str, symbol: str | None = None) -> GuardStatus:
+        """A read-only view of one guard.
+
+        Raises:
+            UnknownGuard: no guard has that name.
+            InvalidObservation: a per-symbol guard asked without a symbol, or a global one
+                with a symbol.
+        """
+        if name not in _ALL_GUARDS:
+            raise UnknownGuard("guard", name, _ALL_GUARDS)
+        if name in SYMBOL_GUARDS:
+            if symbol is None:
+                raise InvalidObservation(f"guard {name!r} is per symbol: pass symbol=")
+            _require_symbol(symbol)
+        elif symbol is not None:
+            raise InvalidObservation(f"guard {name!r} is global: do not pass symbol={symbol!r}")
+        if self._clock() >= self._due_at:
+            self._apply_due()
+        if symbol is None:
+            found: Guard = self._global.guards[name]
+        else:
+            scope = self._symbols.get(symbol)
+            if scope is None:  # never observed: a fresh guard is HEALTHY
+                return GuardStatus(name, symbol, GuardState.HEALTHY, self._restriction(name), None)
+            found = scope.guards[name]
+        lifts = found.lifts_at
+        left = None if lifts is None else max(0.0, lifts - self._clock())
+        return GuardStatus(name, symbol, found.state, found.restriction, left)
+
+    def _restriction(self, name: str) -> TradingMode:
+        return self._mark_restriction if name == "mark_staleness" else _REDUCE_ONLY
+
+    @property
+    def preview_enabled(self) -> bool:
+        """Whether the shell should preview orders (False once the preview guard tripped)."""
+        return self._preview.enabled
+
+    def breaker_state(self, category: str) -> BreakerState:
+        """The breaker of an endpoint category (CLOSED for one never called)."""
+        _require_name("category", category)
+        breaker = self._breakers.get(category)
+        return BreakerState.CLOSED if breaker is None else breaker.state
+
+    def admit(self, category: str) -> bool:
+        """Ask before an API call in ``category``: False means do not touch the network.
+
+        In HALF_OPEN a True reserves one of the limited probe slots; report the call's
+        outcome with ``observe(ApiCall(...))`` to release it.
+        """
+        _require_name("category", category)
+        if self._clock() >= self._due_at:
+            self._apply_due()
+        return self._breaker(category).admit()
+
+    def feed_state(self, name: str) -> FeedState:
+        """The state of a started feed.
+
+        Raises:
+            UnknownGuard: no feed of that name was started.
+        """
+        return self._feed(name).state
+
+    def status(self) -> dict[str, Any]:
+        """Every machine, JSON-ready (a fresh dict each call)."""
+        now = self._clock()
+        return {
+            "mode": self._global.state.name,
+            "preview_enabled": self._preview.enabled,
+            "global": self._global.status(now),
+            "symbols": {
+                symbol: {**scope.status(now), "effective_mode": self.mode(symbol).name}
+                for symbol, scope in sorted(self._symbols.items())
+            },
+            "breakers": {c: b.status() for c, b in sorted(self._breakers.items())},
+            "feeds": {n: f.status(now) for n, f in sorted(self._feeds.items())},
+            "next_deadline": self.next_deadline(),
+        }
+
+    # ------------------------------------------------------------------ operator
+
+    def halt(
+        self, reason: str, symbol: str | None = None, ttl: float | None = None
+    ) -> list[Effect]:
+        """Pause a symbol, or everything, until `resume` (or for ``ttl`` seconds).
+
+        Raises:
+            InvalidObservation: an empty reason, an empty symbol, or a ttl that is not > 0.
+        """
+        _require_name("reason", reason)
+        if symbol is not None:
+            _require_symbol(symbol)
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf
+        ):
+            raise InvalidObservation(f"halt ttl must be seconds > 0 or None, got {ttl!r}")
+        now = self._now()
+        effects = self._advance(now)
+        scope = self._global if symbol is None else self._scope(symbol)
+        effects += scope.halt.halt(reason, None if ttl is None else now + ttl, now)
+        effects += self._settle(symbol, now)
+        self._due_at = self._next_due()
+        return effects
+
+    def resume(self, symbol: str | None = None) -> list[Effect]:
+        """Lift an operator halt.
+
+        Raises:
+            InvalidTransition: the scope is not halted.
+        """
+        if symbol is not None:
+            _require_symbol(symbol)
+        scope = self._global if symbol is None else self._symbols.get(symbol)
+        if scope is None:
+            raise InvalidTransition("operator", symbol, "RUNNING", "resume")
+        now = self._now()
+        effects = self._advance(now)
+        try:
+            effects += scope.halt.resume(now)
+        except InvalidTransition:
+            self._pending = effects
+            raise
+        effects += self._settle(symbol, now)
+        self._due_at = self._next_due()
+        return effects
+
+    def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
+        """Operator reset of one guard to HEALTHY, counts forgotten (audited as a transition).
+
+        Raises:
+            UnknownGuard: no guard has that name.
+            InvalidObservation: the symbol argument does not fit the guard's scope.
+        """
+        self.guard(guard, symbol)  # validates name and scope before anything changes
+        now = self._now()
+        effects = self._advance(now)
+        if symbol is None:
+            target = self._global.guards[guard]
+        else:
+            target = self._scope(symbol).guards[guard]
+        effects += target.reset(now)
+        effects += self._settle(symbol, now)
+        self._due_at = self._next_due()
+        return effects
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """The layer's state, JSON-ready, with deadlines as wall-clock times.
+
+        Feeds are not saved: connections do not survive a restart, and a websocket guard
+        that was restricting stays so until a feed connects again.
+        """
+        now, wall = self._clock(), self._wall_clock()
+
+        def to_wall(t: float) -> float:
+            return t - now + wall
+
+        return {
+            "version": _SNAPSHOT_VERSION,
+            "saved_at": wall,
+            "global": self._global.dump(to_wall),
+            "symbols": {sym: sc.dump(to_wall) for sym, sc in sorted(self._symbols.items())},
+            "breakers": {
+                cat: {
+                    "state": b.state.name,
+                    "reopens_at": None if b.reopens_at is None else to_wall(b.reopens_at),
+                }
+                for cat, b in sorted(self._breakers.items())
+            },
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        settings: Settings,
+        snapshot: Mapping[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        rng: random.Random | None = None,
+    ) -> ReliabilityLayer:
+        """Rebuild a layer from `snapshot()`, keeping the remaining time of every restriction.
+
+        Raises:
+            InvalidObservation: the snapshot is malformed or of another version.
+        """
+        if not isinstance(snapshot, Mapping) or snapshot.get("version") != _SNAPSHOT_VERSION:
+            raise InvalidObservation(
+                f"snapshot must be a mapping with version {_SNAPSHOT_VERSION}, got "
+                f"{type(snapshot).__name__} version "
+                f"{snapshot.get('version') if isinstance(snapshot, Mapping) else None!r}"
+            )
+        layer = cls(settings, clock, rng=rng, wall_clock=wall_clock)
+        now, wall = clock(), wall_clock()
+
+        def to_mono(t: float) -> float:
+            return t - wall + now
+
+        try:
+            layer._global.load(snapshot["global"], to_mono)
+            for symbol, saved in snapshot.get("symbols", {}).items():
+                _require_symbol(symbol)
+                layer._scope(symbol).load(saved, to_mono)
+            for category, saved in snapshot.get("breakers", {}).items():
+                breaker = layer._breaker(category)
+                breaker.load(saved, to_mono)
+                if breaker.state is BreakerState.OPEN:
+                    layer._api.open_breakers.add(category)
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidObservation(f"snapshot is malformed: {err!r}") from err
+        layer._due_at = layer._next_due()
+        return layer
+
+
+def _require_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidObservation(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _require_symbol(symbol: object) -> None:
+    _require_name("symbol", symbol)

@@ -1,0 +1,106 @@
+"""Every machine kind's definition, as data (DESIGN §2). Diagrams are generated from these."""
+
+from __future__ import annotations
+
+from tradeguard.fsm._definition import MachineDefinition, Spec
+from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
+
+__all__ = ["BREAKER", "DEFINITIONS", "FEED", "GUARD", "HALT", "MODE", "PREVIEW"]
+
+_H, _T, _C = GuardState.HEALTHY, GuardState.TRIPPED, GuardState.COOLDOWN
+
+# DESIGN §2.1. `reset` is the operator's; from HEALTHY it is a no-op kept for the audit trail.
+GUARD = MachineDefinition(
+    name="guard",
+    description="Every guard but preview: HEALTHY -> TRIPPED -> COOLDOWN -> HEALTHY.",
+    states=GuardState,
+    initial=_H,
+    transitions=(
+        Spec("trip", (_H, _C), _T),
+        Spec("recover", (_T,), _C),
+        Spec("expire", (_C,), _H),
+        Spec("reset", (_H, _T, _C), _H),
+    ),
+)
+
+# Preview never recovers by itself: disabled for the session until an operator reset.
+PREVIEW = MachineDefinition(
+    name="preview",
+    description="Order preview: disabled after repeated failures until an operator reset.",
+    states=GuardState,
+    initial=_H,
+    transitions=(
+        Spec("trip", (_H,), _T),
+        Spec("reset", (_H, _T), _H),
+    ),
+    unused=frozenset({_C}),
+)
+
+_CL, _OP, _HO = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+# DESIGN §2.3, one per endpoint category.
+BREAKER = MachineDefinition(
+    name="breaker",
+    description="Circuit breaker per endpoint category.",
+    states=BreakerState,
+    initial=_CL,
+    transitions=(
+        Spec("trip", (_CL, _HO), _OP),
+        Spec("expire", (_OP,), _HO),
+        Spec("close", (_HO,), _CL),
+        Spec("reset", (_CL, _OP, _HO), _CL),
+    ),
+)
+
+_DIS, _CONNING, _CONN = FeedState.DISCONNECTED, FeedState.CONNECTING, FeedState.CONNECTED
+_BO, _DEG, _CLOSED = FeedState.BACKOFF, FeedState.DEGRADED, FeedState.CLOSED
+
+# DESIGN §2.2. Rows sharing a trigger are tried in order: the conditional one first.
+FEED = MachineDefinition(
+    name="feed",
+    description="Websocket feed: reconnect with backoff, DEGRADED after too many attempts.",
+    states=FeedState,
+    initial=_DIS,
+    transitions=(
+        Spec("start", (_DIS,), _CONNING),
+        Spec("connected", (_CONNING, _DEG), _CONN),
+        Spec("disconnected", (_CONNING, _CONN, _DEG), _DEG, "attempts_exhausted"),
+        Spec("disconnected", (_CONNING, _CONN), _BO),
+        Spec("stale", (_CONN,), _DEG, "attempts_exhausted"),
+        Spec("stale", (_CONN,), _BO),
+        Spec("retry", (_BO,), _CONNING),
+        Spec("close", (_DIS, _CONNING, _CONN, _BO, _DEG), _CLOSED),
+    ),
+    terminal=frozenset({_CLOSED}),
+)
+
+_A, _R, _P = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
+
+# DESIGN §2.4: a scope's own mode; the layer fires the one trigger that names the new mode.
+MODE = MachineDefinition(
+    name="mode",
+    description="A scope's own trading mode (a symbol's effective mode also counts global).",
+    states=TradingMode,
+    initial=_A,
+    transitions=(
+        Spec("allow", (_R, _P), _A),
+        Spec("restrict", (_A, _P), _R),
+        Spec("pause", (_A, _R), _P),
+    ),
+)
+
+_RUN, _HALTED = HaltState.RUNNING, HaltState.HALTED
+
+HALT = MachineDefinition(
+    name="operator",
+    description="An operator halt on a scope, optionally with a time limit.",
+    states=HaltState,
+    initial=_RUN,
+    transitions=(
+        Spec("halt", (_RUN, _HALTED), _HALTED),
+        Spec("resume", (_HALTED,), _RUN),
+        Spec("expire", (_HALTED,), _RUN),
+    ),
+)
+
+DEFINITIONS: tuple[MachineDefinition, ...] = (GUARD, PREVIEW, BREAKER, FEED, MODE, HALT)

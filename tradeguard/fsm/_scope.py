@@ -1,0 +1,194 @@
+"""A scope (global, or one symbol): its guards, its operator halt and its own trading mode.
+
+A scope's own mode is the most restrictive restriction among its guards, its halt and, for a
+symbol, the rule that a symbol is never traded blind before its first mark (DESIGN §2.4). The
+mode is itself a machine (`MODE`), moved only by `Scope.refresh`, which records why. A
+symbol's *effective* mode is the larger of the global mode and its own, so a symbol can
+tighten the global mode and never loosen it; a global trip costs one transition, not one per
+symbol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+from tradeguard.fsm._guards import Guard, MarkStalenessGuard, ToMono, ToWall
+from tradeguard.fsm._machines import HALT, MODE
+from tradeguard.fsm._states import HaltState, TradingMode
+from tradeguard.fsm._timers import Timer, Timers
+from tradeguard.fsm.effects import Alert, Effect, ModeChanged, Reason, Transitioned
+
+__all__ = ["Halt", "Scope"]
+
+_ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
+_MODE_TRIGGER = {_ALLOW: "allow", _REDUCE_ONLY: "restrict", _PAUSED: "pause"}
+
+
+@final
+class Halt:
+    """An operator halt on one scope: a model of `HALT`, with an optional time limit."""
+
+    __slots__ = ("_timer", "_timers", "reason", "scope", "state")
+
+    def __init__(self, scope: str | None, timers: Timers) -> None:
+        self.scope = scope
+        self.state = HaltState.RUNNING
+        self.reason = ""
+        self._timers = timers
+        self._timer = Timer(self._expired, scope)
+
+    @property
+    def until(self) -> float | None:
+        """When a time-limited halt lifts by itself."""
+        return self._timer.due
+
+    def halt(self, reason: str, until: float | None, at: float) -> list[Effect]:
+        """Halt (or re-halt with a new reason and limit)."""
+        effects = self._fire("halt", at)
+        self.reason = reason
+        if until is None:
+            Timers.disarm(self._timer)
+        else:
+            self._timers.arm(self._timer, until)
+        where = "all symbols" if self.scope is None else self.scope
+        return [*effects, Alert("warning", f"operator halt: {where}", reason)]
+
+    def resume(self, at: float) -> list[Effect]:
+        """Lift the halt now."""
+        Timers.disarm(self._timer)
+        self.reason = ""
+        return self._fire("resume", at)
+
+    def _expired(self, at: float) -> list[Effect]:
+        self.reason = ""
+        return self._fire("expire", at)
+
+    def _fire(self, trigger: str, at: float) -> list[Effect]:
+        source = self.state
+        HALT.fire(self, trigger, "operator", self.scope)
+        return [Transitioned("operator", self.scope, source.name, self.state.name, trigger, at)]
+
+    def dump(self, to_wall: ToWall) -> dict[str, Any]:
+        """JSON-ready saved state."""
+        until = self._timer.due
+        return {
+            "state": self.state.name,
+            "reason": self.reason,
+            "until": None if until is None else to_wall(until),
+        }
+
+    def load(self, saved: dict[str, Any], to_mono: ToMono) -> None:
+        """Restore what `dump` saved."""
+        self.state = HaltState[saved["state"]]
+        self.reason = str(saved.get("reason", ""))
+        if self.state is HaltState.HALTED and saved.get("until") is not None:
+            self._timers.arm(self._timer, to_mono(saved["until"]))
+
+
+@final
+class Scope:
+    """The guards, halt and own mode of the global scope or of one symbol.
+
+    Attributes:
+        symbol: the symbol, or ``None`` for the global scope.
+        state: the scope's own `TradingMode` (its `MODE` machine's state).
+        guards: its guards by name.
+        mark: a symbol's mark-staleness guard (``None`` for the global scope).
+    """
+
+    __slots__ = ("guards", "halt", "mark", "state", "symbol")
+
+    def __init__(self, symbol: str | None, guards: list[Guard], timers: Timers) -> None:
+        self.symbol = symbol
+        self.guards = {g.name: g for g in guards}
+        found = self.guards.get("mark_staleness")
+        self.mark = found if isinstance(found, MarkStalenessGuard) else None
+        self.halt = Halt(symbol, timers)
+        self.state = _ALLOW
+        # A symbol's machine starts where its rules put it: before its first mark, that is
+        # REDUCE_ONLY, and no transition is recorded for a scope that did not exist.
+        self.state = self.own_mode()
+
+    @property
+    def awaiting_first_mark(self) -> bool:
+        """A symbol whose first mark has not arrived (never traded blind)."""
+        return self.mark is not None and self.mark.last_mark is None
+
+    def own_mode(self) -> TradingMode:
+        """The most restrictive restriction in force in this scope alone."""
+        if self.halt.state is HaltState.HALTED:
+            return _PAUSED
+        mode = _REDUCE_ONLY if self.awaiting_first_mark else _ALLOW
+        for guard in self.guards.values():
+            if guard.restriction > mode and guard.restricting:
+                mode = guard.restriction
+        return mode
+
+    def reasons(self, now: float) -> list[Reason]:
+        """Every restriction in force in this scope, with the time until it may lift."""
+        found: list[Reason] = []
+        for guard in self.guards.values():
+            if guard.restricting:
+                lifts = guard.lifts_at
+                left = None if lifts is None else max(0.0, lifts - now)
+                found.append(Reason(guard.name, self.symbol, guard.state, left))
+        if self.awaiting_first_mark:
+            found.append(Reason("mark_staleness", self.symbol, "NO_MARK", None))
+        if self.halt.state is HaltState.HALTED:
+            until = self.halt.until
+            left = None if until is None else max(0.0, until - now)
+            found.append(Reason("operator", self.symbol, "HALTED", left))
+        return found
+
+    def refresh(self, at: float) -> list[Effect]:
+        """Move the mode machine to the scope's own mode; record the change and why."""
+        new = self.own_mode()
+        source = self.state
+        if new is source:
+            return []
+        trigger = _MODE_TRIGGER[new]
+        MODE.fire(self, trigger, "mode", self.symbol)
+        reasons = tuple(self.reasons(at))
+        return [
+            Transitioned("mode", self.symbol, source.name, new.name, trigger, at),
+            ModeChanged(self.symbol, source, new, reasons),
+        ]
+
+    def dump(self, to_wall: ToWall) -> dict[str, Any]:
+        """JSON-ready saved state of the scope's guards and halt."""
+        return {
+            "mode": self.state.name,
+            "halt": self.halt.dump(to_wall),
+            "guards": {name: g.dump(to_wall) for name, g in self.guards.items()},
+        }
+
+    def load(self, saved: dict[str, Any], to_mono: ToMono) -> None:
+        """Restore what `dump` saved; the mode follows from what was restored."""
+        self.halt.load(saved.get("halt", {"state": "RUNNING"}), to_mono)
+        for name, guard_saved in saved.get("guards", {}).items():
+            self.guards[name].load(guard_saved, to_mono)
+        self.state = self.own_mode()
+
+    def status(self, now: float) -> dict[str, Any]:
+        """JSON-ready view of the scope."""
+        guards = {}
+        for name, g in self.guards.items():
+            lifts = g.lifts_at
+            guards[name] = {
+                "state": g.state.name,
+                "restriction": g.restriction.name,
+                "seconds_until_lift": None if lifts is None else max(0.0, lifts - now),
+                **g.counters(),
+            }
+        view: dict[str, Any] = {
+            "mode": self.state.name,
+            "halt": {
+                "state": self.halt.state.name,
+                "reason": self.halt.reason,
+                "until": self.halt.until,
+            },
+            "guards": guards,
+        }
+        if self.mark is not None:
+            view["has_mark"] = not self.awaiting_first_mark
+        return view

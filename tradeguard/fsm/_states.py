@@ -1,0 +1,49 @@
+"""The states of every machine kind, and the trading modes they produce (DESIGN §2)."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+__all__ = ["BreakerState", "FeedState", "GuardState", "HaltState", "TradingMode"]
+
+
+class GuardState(StrEnum):
+    """A guard's state (DESIGN §2.1). The preview guard uses HEALTHY and TRIPPED only."""
+
+    HEALTHY = "HEALTHY"
+    TRIPPED = "TRIPPED"
+    COOLDOWN = "COOLDOWN"
+
+
+class BreakerState(StrEnum):
+    """A circuit breaker's state (DESIGN §2.3)."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+class FeedState(StrEnum):
+    """A websocket feed's state (DESIGN §2.2)."""
+
+    DISCONNECTED = "DISCONNECTED"
+    CONNECTING = "CONNECTING"
+    CONNECTED = "CONNECTED"
+    BACKOFF = "BACKOFF"
+    DEGRADED = "DEGRADED"
+    CLOSED = "CLOSED"
+
+
+class TradingMode(IntEnum):
+    """What a scope may trade. Ordered: ``max()`` of modes is the most restrictive."""
+
+    ALLOW = 0
+    REDUCE_ONLY = 1
+    PAUSED = 2
+
+
+class HaltState(StrEnum):
+    """An operator halt on a scope."""
+
+    RUNNING = "RUNNING"
+    HALTED = "HALTED"

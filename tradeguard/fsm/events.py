@@ -1,0 +1,257 @@
+"""Observations: facts the shell saw, fed to `ReliabilityLayer.observe` (DESIGN §3).
+
+Every observation is a small frozen value that checks itself when built and raises
+`InvalidObservation` naming the bad field; the layer stamps its own clock, so none carries a
+timestamp.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, final
+
+from tradeguard.errors import InvalidObservation
+
+__all__ = [
+    "ApiCall",
+    "BrokerRead",
+    "FeedClosed",
+    "FeedConnected",
+    "FeedDisconnected",
+    "FeedMessage",
+    "FeedStarted",
+    "MarkUpdate",
+    "Observation",
+    "PreviewResult",
+    "RateLimitUsage",
+    "ReconciliationAudit",
+    "SlippageCheck",
+    "ValidationCheck",
+]
+
+
+def _require_name(kind: str, field: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidObservation(f"{kind}.{field} must be a non-empty string, got {value!r}")
+
+
+def _require_bool(kind: str, field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidObservation(f"{kind}.{field} must be a bool, got {value!r}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One finished call to the broker API, as the shell saw it.
+
+    Attributes:
+        category: the endpoint category (``"orders"``, ``"accounts"``); one breaker each.
+        ok: the call succeeded.
+        status: the HTTP status, or ``None`` for a timeout or a connection failure.
+        latency: seconds the call took, if known.
+    """
+
+    category: str
+    ok: bool
+    status: int | None = None
+    latency: float | None = None
+
+    def __post_init__(self) -> None:
+        _require_name("ApiCall", "category", self.category)
+        _require_bool("ApiCall", "ok", self.ok)
+        if self.status is not None:
+            if isinstance(self.status, bool) or not isinstance(self.status, int):
+                raise InvalidObservation(f"ApiCall.status must be an int, got {self.status!r}")
+            if not 100 <= self.status <= 599:
+                raise InvalidObservation(f"ApiCall.status must be 100..599, got {self.status!r}")
+            if self.ok and self.status >= 400:
+                raise InvalidObservation(f"ApiCall.ok=True contradicts status {self.status}")
+            if not self.ok and self.status < 400:
+                raise InvalidObservation(f"ApiCall.ok=False contradicts status {self.status}")
+        # `not x >= 0` also catches NaN, which `x < 0` would let through.
+        if self.latency is not None and not (self.latency >= 0 and math.isfinite(self.latency)):
+            raise InvalidObservation(f"ApiCall.latency must be >= 0 s, got {self.latency!r}")
+
+    @property
+    def counts_as_error(self) -> bool:
+        """A fault of the API: 5xx, 429, a timeout or a connection failure (no status).
+
+        A 4xx client error other than 429 is the caller's fault, not the API's.
+        """
+        if self.ok:
+            return False
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RateLimitUsage:
+    """The share of the API rate limit in use, 0..1, as read from response headers."""
+
+    usage: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.usage, bool) or not isinstance(self.usage, int | float):
+            raise InvalidObservation(f"RateLimitUsage.usage must be a number, got {self.usage!r}")
+        if not 0.0 <= self.usage <= 1.0:  # NaN fails both comparisons
+            raise InvalidObservation(f"RateLimitUsage.usage must be 0..1, got {self.usage!r}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MarkUpdate:
+    """A fresh mark price arrived for ``symbol``."""
+
+    symbol: str
+
+    def __post_init__(self) -> None:
+        _require_name("MarkUpdate", "symbol", self.symbol)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SlippageCheck:
+    """The slippage guard's verdict on one order for ``symbol``."""
+
+    symbol: str
+    ok: bool
+
+    def __post_init__(self) -> None:
+        _require_name("SlippageCheck", "symbol", self.symbol)
+        _require_bool("SlippageCheck", "ok", self.ok)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ValidationCheck:
+    """Whether the validation infrastructure worked (an ordinary rejection is ``ok=True``)."""
+
+    ok: bool
+
+    def __post_init__(self) -> None:
+        _require_bool("ValidationCheck", "ok", self.ok)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PreviewResult:
+    """Whether an order preview call succeeded. Never counts as a validation failure."""
+
+    ok: bool
+
+    def __post_init__(self) -> None:
+        _require_bool("PreviewResult", "ok", self.ok)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BrokerRead:
+    """A balances or positions read finished."""
+
+    kind: Literal["balances", "positions"]
+    ok: bool
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("balances", "positions"):
+            raise InvalidObservation(
+                f"BrokerRead.kind must be 'balances' or 'positions', got {self.kind!r}"
+            )
+        _require_bool("BrokerRead", "ok", self.ok)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ReconciliationAudit:
+    """One audit of open orders: bot-owned orders at the broker unknown locally."""
+
+    unknown_order_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.unknown_order_ids, tuple):
+            raise InvalidObservation(
+                "ReconciliationAudit.unknown_order_ids must be a tuple of str, "
+                f"got {self.unknown_order_ids!r}"
+            )
+        for order_id in self.unknown_order_ids:
+            _require_name("ReconciliationAudit", "unknown_order_ids[]", order_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FeedStarted:
+    """The shell is opening ``feed`` for the first time (DISCONNECTED → CONNECTING)."""
+
+    feed: str
+
+    def __post_init__(self) -> None:
+        _require_name("FeedStarted", "feed", self.feed)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FeedConnected:
+    """``feed``'s connection opened and its subscriptions were sent."""
+
+    feed: str
+
+    def __post_init__(self) -> None:
+        _require_name("FeedConnected", "feed", self.feed)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FeedDisconnected:
+    """``feed``'s attempt failed or its open connection closed.
+
+    Attributes:
+        reason: why, for the record (``"close 1012"``, ``"handshake 503"``, ``"refused"``).
+    """
+
+    feed: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _require_name("FeedDisconnected", "feed", self.feed)
+        if not isinstance(self.reason, str):
+            raise InvalidObservation(f"FeedDisconnected.reason must be a str, got {self.reason!r}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FeedMessage:
+    """``feed`` received something (data or heartbeat): the stream is alive."""
+
+    feed: str
+
+    def __post_init__(self) -> None:
+        _require_name("FeedMessage", "feed", self.feed)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FeedClosed:
+    """``feed`` was shut down on purpose (terminal)."""
+
+    feed: str
+
+    def __post_init__(self) -> None:
+        _require_name("FeedClosed", "feed", self.feed)
+
+
+Observation = (
+    ApiCall
+    | RateLimitUsage
+    | MarkUpdate
+    | SlippageCheck
+    | ValidationCheck
+    | PreviewResult
+    | BrokerRead
+    | ReconciliationAudit
+    | FeedStarted
+    | FeedConnected
+    | FeedDisconnected
+    | FeedMessage
+    | FeedClosed
+)
