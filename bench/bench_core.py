@@ -1,0 +1,175 @@
+"""Benchmarks of the pure core, each printed with its ratio to a baseline from the same run.
+
+Targets (issue 2, on a 2-core machine): decide() >= 1,000,000/s; steady-state
+observe(ApiCall(ok=True)) >= 500,000/s; 10,000 symbols with every per-symbol guard <= 50 MB.
+
+Baselines: a plain dict lookup of a mode (the cheapest possible "decide"), and one
+`transitions` trigger per event (what a naive machine-per-event design would pay).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+from decimal import Decimal
+
+from transitions import Machine
+
+from tradeguard import OrderIntent, ReliabilityLayer, Settings, Side, TradingMode
+from tradeguard.fsm import events as ev
+from tradeguard.testing import ManualClock
+
+N = 300_000
+
+
+def rate(fn: Callable[[], object], n: int = N) -> float:
+    """Calls per second of ``fn``: the best of three timed runs."""
+    best = float("inf")
+    for _ in range(3):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def fresh_layer(clock: ManualClock) -> ReliabilityLayer:
+    layer = ReliabilityLayer(Settings(), clock, rng=random.Random(0), wall_clock=clock.wall)
+    layer.observe(ev.MarkUpdate("BTC-USD"))
+    return layer
+
+
+def line(name: str, ours: float, base_name: str, base: float, target: float | None) -> None:
+    verdict = "" if target is None else ("  target met" if ours >= target else "  BELOW TARGET")
+    print(f"{name:<44} {ours:>12,.0f}/s   {ours / base:6.2f}x {base_name}{verdict}")
+
+
+def bench_decide() -> None:
+    clock = ManualClock()
+    layer = fresh_layer(clock)
+    intent = OrderIntent("BTC-USD", Side.BUY, Decimal("0.1"))
+    position = Decimal("1")
+    assert layer.decide(intent, position).allowed
+    modes = {"BTC-USD": TradingMode.ALLOW}
+    ours = rate(lambda: layer.decide(intent, position), 1_000_000)
+    base = rate(lambda: modes["BTC-USD"], 1_000_000)
+    line("decide() in ALLOW (hot path)", ours, "of a dict lookup", base, 1_000_000)
+    layer.observe(ev.BrokerRead("positions", False))
+    for _ in range(3):
+        layer.observe(ev.BrokerRead("positions", False))
+    assert not layer.decide(intent, position).allowed
+    refused = rate(lambda: layer.decide(intent, position), 200_000)
+    line("decide() refused in REDUCE_ONLY (+reasons)", refused, "of a dict lookup", base, None)
+
+
+class _Model:
+    state = "OK"
+
+
+def transitions_trigger_baseline() -> float:
+    machine = Machine(
+        model=None,
+        states=["OK", "BAD"],
+        transitions=[{"trigger": "call", "source": "OK", "dest": "OK"}],
+        initial="OK",
+        auto_transitions=False,
+    )
+    model = _Model()
+    machine.add_model(model)
+    return rate(model.call, 50_000)  # type: ignore[attr-defined]
+
+
+def bench_observe(trigger_rate: float) -> None:
+    clock = ManualClock()
+    layer = fresh_layer(clock)
+    ok = ev.ApiCall("orders", True, 200, 0.05)
+    ours = rate(lambda: layer.observe(ok))
+    line(
+        "observe(ApiCall ok), no transition",
+        ours,
+        "of a transitions trigger",
+        trigger_rate,
+        500_000,
+    )
+    mark = ev.MarkUpdate("BTC-USD")
+    marks = rate(lambda: layer.observe(mark))
+    line(
+        "observe(MarkUpdate), no transition", marks, "of a transitions trigger", trigger_rate, None
+    )
+    bad = ev.SlippageCheck("BTC-USD", False)
+
+    def trip_and_reset() -> None:
+        layer.observe(bad)
+        layer.observe(bad)
+        layer.observe(bad)  # trips: TRIPPED, COOLDOWN, mode change
+        layer.reset("slippage", "BTC-USD")  # back to HEALTHY, mode back to ALLOW
+
+    cycles = rate(trip_and_reset, 3_000)
+    line(
+        "slippage trip + recover + reset cycle",
+        cycles,
+        "of a transitions trigger",
+        trigger_rate,
+        None,
+    )
+
+
+def bench_memory() -> None:
+    symbols = [f"SYM{i:05d}-USD" for i in range(10_000)]
+    clock = ManualClock()
+    gc.collect()
+    tracemalloc.start()
+    layer = ReliabilityLayer(Settings(), clock, rng=random.Random(0), wall_clock=clock.wall)
+    for symbol in symbols:
+        layer.observe(ev.MarkUpdate(symbol))
+        layer.observe(ev.SlippageCheck(symbol, True))
+    ours, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert layer.mode(symbols[-1]) is TradingMode.ALLOW
+
+    # Baseline: the same three models per symbol, each add_model-ed to a shared Machine.
+    machine = Machine(
+        model=None,
+        states=["HEALTHY", "TRIPPED", "COOLDOWN"],
+        transitions=[
+            {"trigger": "trip", "source": ["HEALTHY", "COOLDOWN"], "dest": "TRIPPED"},
+            {"trigger": "recover", "source": "TRIPPED", "dest": "COOLDOWN"},
+            {"trigger": "expire", "source": "COOLDOWN", "dest": "HEALTHY"},
+            {"trigger": "reset", "source": "*", "dest": "HEALTHY"},
+        ],
+        initial="HEALTHY",
+        auto_transitions=False,
+    )
+    gc.collect()
+    tracemalloc.start()
+    models = []
+    for _ in symbols:
+        for _ in range(3):
+            model = _Model()
+            machine.add_model(model)
+            models.append(model)
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    mb, base_mb = ours / 2**20, base / 2**20
+    verdict = "target met" if mb <= 50 else "ABOVE TARGET"
+    print(
+        f"{'memory, 10,000 symbols, every guard':<44} {mb:>10.1f} MB   "
+        f"{mb / base_mb:6.2f}x of add_model per model ({base_mb:.1f} MB)  {verdict}"
+    )
+
+
+def main() -> None:
+    print("tradeguard core benchmarks (best of 3; ratios against baselines run just now)")
+    trigger_rate = transitions_trigger_baseline()
+    print(f"{'baseline: one transitions trigger':<44} {trigger_rate:>12,.0f}/s")
+    bench_decide()
+    bench_observe(trigger_rate)
+    bench_memory()
+
+
+if __name__ == "__main__":
+    main()
