@@ -4,8 +4,6 @@ Only pure names are exported here, so ``import tradeguard`` loads no I/O; the as
 lives in `tradeguard.io`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from tradeguard.config import Settings
 from tradeguard.errors import (
     ConfigError,
@@ -27,10 +25,19 @@ from tradeguard.fsm import (
 )
 from tradeguard.fsm.effects import Reason
 
-try:
-    __version__ = version("tradeguard")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # importlib.metadata pulls in email and socket; read the version only when asked, so
+    # `import tradeguard` stays free of I/O modules.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("tradeguard")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0+unknown"
+    raise AttributeError(f"module 'tradeguard' has no attribute {name!r}")
 
 __all__ = [
     "BreakerState",
