@@ -26,7 +26,6 @@ from tradeguard.fsm import (
 from tradeguard.fsm.effects import Reason
 
 
-
 def __getattr__(name: str) -> str:
     # importlib.metadata pulls in email and socket; read the version only when asked, so
     # `import tradeguard` stays free of I/O modules.

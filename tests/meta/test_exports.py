@@ -24,7 +24,7 @@ ERRORS = {
 
 def test_top_level_exports_design_names_and_errors() -> None:
     exported = set(tradeguard.__all__)
-    assert DESIGN_NAMES | ERRORS <= exported
+    assert exported >= DESIGN_NAMES | ERRORS
     assert sorted(tradeguard.__all__, key=str.lower) == sorted(exported, key=str.lower)
 
 

@@ -35,9 +35,12 @@ def _imports_and_calls(source: Path) -> tuple[set[str], set[str]]:
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if isinstance(node.func.value, ast.Name):
-                called.add(f"{node.func.value.id}.{node.func.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
+            called.add(f"{node.func.value.id}.{node.func.attr}")
     return imported, called
 
 
