@@ -38,6 +38,7 @@ def __getattr__(name: str) -> str:
             return "0+unknown"
     raise AttributeError(f"module 'tradeguard' has no attribute {name!r}")
 
+
 __all__ = [
     "BreakerState",
     "ConfigError",

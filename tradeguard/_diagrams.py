@@ -43,9 +43,7 @@ def write_diagrams(out: Path, readme: Path | None = None) -> list[Path]:
         written.append(mmd)
         if dot is not None:
             svg = out / f"{d.name}.svg"
-            subprocess.run(
-                [dot, "-Tsvg", "-o", str(svg)], input=d.to_dot(), text=True, check=True
-            )
+            subprocess.run([dot, "-Tsvg", "-o", str(svg)], input=d.to_dot(), text=True, check=True)
             written.append(svg)
     if readme is not None and readme.exists():
         text = readme.read_text(encoding="utf-8")
