@@ -26,7 +26,7 @@ __all__ = ["Feed"]
 
 _CONNECTED, _BACKOFF, _DEGRADED = FeedState.CONNECTED, FeedState.BACKOFF, FeedState.DEGRADED
 
-# Told whenever the feed enters DEGRADED (True) or becomes CONNECTED or CLOSED (False).
+# Told when the feed enters DEGRADED (True), connects, or closes from DEGRADED (False).
 DegradedListener = Callable[[str, bool, float], list[Effect]]
 
 
@@ -104,14 +104,13 @@ class Feed:
 
     def connected(self, at: float) -> list[Effect]:
         """A connection opened (subscriptions sent)."""
-        was_degraded = self.state is _DEGRADED
         effects = self._fire("connected", at)
         self.last_message_at = at
         self._timers.arm(self._reset, at + self.reset_seconds)
         self._timers.arm(self._stale, at + self.stale_seconds)
-        if was_degraded:
-            effects += self._on_degraded(self.name, False, at)
-        return effects
+        # Told on every connect, not only when leaving DEGRADED: a websocket guard restored
+        # TRIPPED from a snapshot has no degraded feed to wait for.
+        return effects + self._on_degraded(self.name, False, at)
 
     def message(self, at: float) -> list[Effect]:
         """Something arrived on the open connection: it is alive."""
