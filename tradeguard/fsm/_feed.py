@@ -43,8 +43,11 @@ class Feed:
         "_timers",
         "attempts",
         "disconnects",
+        "dropped",
+        "gaps",
         "last_message_at",
         "last_reason",
+        "malformed",
         "max_attempts",
         "messages",
         "name",
@@ -75,6 +78,9 @@ class Feed:
         self.attempts = 0
         self.messages = 0
         self.disconnects = 0
+        self.gaps = 0
+        self.dropped = 0
+        self.malformed = 0
         self.last_message_at: float | None = None
         self.last_reason = ""
         self._rng = rng
@@ -119,6 +125,15 @@ class Feed:
         self.messages += 1
         self.last_message_at = at
         self._timers.arm(self._stale, at + self.stale_seconds)
+        return []
+
+    def count(self, what: str, n: int = 1) -> list[Effect]:
+        """Count stream trouble the shell saw: ``"gaps"``, ``"dropped"`` or ``"malformed"``.
+
+        None of it changes the feed's state: a gap or a bad message does not make the stream
+        dead (silence does), and dropped data is the consumer's lag, not the connection's.
+        """
+        setattr(self, what, getattr(self, what) + n)
         return []
 
     def disconnected(self, reason: str, at: float) -> list[Effect]:
@@ -177,6 +192,9 @@ class Feed:
             "max_attempts": self.max_attempts,
             "messages": self.messages,
             "disconnects": self.disconnects,
+            "sequence_gaps": self.gaps,
+            "dropped_messages": self.dropped,
+            "malformed_messages": self.malformed,
             "last_message_age": age,
             "last_reason": self.last_reason,
             "retry_at": self._retry.due,

@@ -48,11 +48,14 @@ from tradeguard.fsm.events import (
     FeedDisconnected,
     FeedMessage,
     FeedStarted,
+    MalformedMessage,
     MarkUpdate,
+    MessagesDropped,
     Observation,
     PreviewResult,
     RateLimitUsage,
     ReconciliationAudit,
+    SequenceGap,
     SlippageCheck,
     ValidationCheck,
 )
@@ -288,6 +291,12 @@ class ReliabilityLayer:
                 return self._feed(obs.feed).message(now)
             case FeedClosed():
                 return self._settled(self._feed(obs.feed).close(now), None, now)
+            case SequenceGap():
+                return self._feed(obs.feed).count("gaps")
+            case MessagesDropped():
+                return self._feed(obs.feed).count("dropped", obs.count)
+            case MalformedMessage():
+                return self._feed(obs.feed).count("malformed")
             case _:
                 raise InvalidObservation(f"not an observation: {obs!r}")
 

@@ -21,11 +21,14 @@ __all__ = [
     "FeedDisconnected",
     "FeedMessage",
     "FeedStarted",
+    "MalformedMessage",
     "MarkUpdate",
+    "MessagesDropped",
     "Observation",
     "PreviewResult",
     "RateLimitUsage",
     "ReconciliationAudit",
+    "SequenceGap",
     "SlippageCheck",
     "ValidationCheck",
 ]
@@ -240,6 +243,57 @@ class FeedClosed:
         _require_name("FeedClosed", "feed", self.feed)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """``feed`` skipped sequence numbers: ``expected`` was due, ``received`` arrived."""
+
+    feed: str
+    expected: int
+    received: int
+
+    def __post_init__(self) -> None:
+        _require_name("SequenceGap", "feed", self.feed)
+        for field in ("expected", "received"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidObservation(f"SequenceGap.{field} must be an int >= 0, got {value!r}")
+        if self.received <= self.expected:
+            raise InvalidObservation(
+                f"SequenceGap.received must be past expected {self.expected}, got {self.received}"
+            )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessagesDropped:
+    """The consumer of ``feed`` fell behind: ``count`` oldest messages were dropped."""
+
+    feed: str
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        _require_name("MessagesDropped", "feed", self.feed)
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise InvalidObservation(
+                f"MessagesDropped.count must be an int >= 1, got {self.count!r}"
+            )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MalformedMessage:
+    """``feed`` received something that is not a valid message; the stream goes on."""
+
+    feed: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _require_name("MalformedMessage", "feed", self.feed)
+        if not isinstance(self.detail, str):
+            raise InvalidObservation(f"MalformedMessage.detail must be a str, got {self.detail!r}")
+
+
 Observation = (
     ApiCall
     | RateLimitUsage
@@ -254,4 +308,7 @@ Observation = (
     | FeedDisconnected
     | FeedMessage
     | FeedClosed
+    | SequenceGap
+    | MessagesDropped
+    | MalformedMessage
 )
