@@ -186,6 +186,16 @@ class ReliabilityLayer:
         self._feeds: dict[str, Feed] = {}
         self._mark_restriction = _REDUCE_ONLY if s.mark_staleness_allow_reduce_only else _PAUSED
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock the layer reads; a shell sleeps on the same one."""
+        return self._clock
+
+    @property
+    def settings(self) -> Settings:
+        """The knobs the layer was built with."""
+        return self._settings
+
     # ------------------------------------------------------------------ inputs
 
     def observe(self, observation: Observation) -> list[Effect]:

@@ -1,0 +1,6 @@
+"""The embedded simulated exchange: runs on 127.0.0.1 for tests, the demo and preflight."""
+
+from tradeguard.io.exchange.feed_server import ExchangeFeedServer, Subscription
+from tradeguard.io.exchange.market import Market
+
+__all__ = ["ExchangeFeedServer", "Market", "Subscription"]

@@ -1,0 +1,241 @@
+"""The embedded exchange's websocket half: tickers and heartbeats, with fault controls.
+
+Listens on 127.0.0.1 (an ephemeral port unless told otherwise) and speaks the Coinbase
+Advanced Trade market-data protocol (`tradeguard.io._coinbase`). Tests and the demo break it
+on purpose through its controls: drop every connection with a close code, refuse handshakes
+with an HTTP status, go silent, skip sequence numbers, send garbage, stop and restart the
+listener on the same port.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Self, final
+
+import anyio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tradeguard.io._coinbase import (
+    heartbeat_message,
+    subscriptions_message,
+    ticker_message,
+)
+from tradeguard.io.exchange.market import Market
+
+__all__ = ["ExchangeFeedServer", "Subscription"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One subscribe request the server received, for assertions on resubscription."""
+
+    connection: int
+    channel: str
+    product_ids: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    connection: ServerConnection
+    number: int
+    products: set[str] = field(default_factory=set)
+    heartbeats: bool = False
+    sequence: int = -1
+
+    def next_sequence(self, skip: int) -> int:
+        self.sequence += 1 + skip
+        return self.sequence
+
+
+@final
+class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
+    """A local market-data websocket server.
+
+    Args:
+        market: the prices to publish (shared with the REST half).
+        host: where to listen; loopback only.
+        port: 0 picks a free port; `port` tells which after start.
+        tick_interval: seconds between ticker rounds.
+        heartbeat_interval: seconds between heartbeats.
+    """
+
+    def __init__(
+        self,
+        market: Market,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tick_interval: float = 0.05,
+        heartbeat_interval: float = 0.05,
+    ) -> None:
+        self.market = market
+        self.host = host
+        self.port = port
+        self.tick_interval = tick_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.silent = False
+        self.refuse_status: int | None = None
+        self.subscriptions: list[Subscription] = []
+        self.connections_accepted = 0
+        self.handshakes_refused = 0
+        self._skip_next = 0
+        self._garbage_next = 0
+        self._subscribers: set[_Subscriber] = set()
+        self._numbers = itertools.count(1)
+        self._server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` address clients connect to."""
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open."""
+        return len(self._subscribers)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        async with anyio.create_task_group() as tg:
+            await self.start()
+            tg.start_soon(self._publish_forever)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel("exchange feed server closed")
+                with anyio.move_on_after(5, shield=True):
+                    await self.stop()
+
+    # ------------------------------------------------------------------ controls
+
+    async def start(self) -> None:
+        """Start listening (again, on the same port after a `stop`)."""
+        if self._server is not None:
+            return
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            ping_interval=None,
+            close_timeout=1,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection (clients see 1001 going away)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close(close_connections=True)
+            await server.wait_closed()
+
+    async def drop_all(self, code: int = 1011, reason: str = "dropped by test control") -> None:
+        """Close every open connection with ``code``; 1006 aborts without a close frame."""
+        for sub in list(self._subscribers):
+            if code == 1006:
+                sub.connection.transport.abort()
+            else:
+                with anyio.move_on_after(1):
+                    await sub.connection.close(code, reason)
+
+    def refuse_handshakes(self, status: int | None) -> None:
+        """Answer every new handshake with HTTP ``status`` (None: accept again)."""
+        self.refuse_status = status
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Stop (or resume) sending anything, heartbeats included, on open connections."""
+        self.silent = silent
+
+    def skip_sequence(self, count: int = 1) -> None:
+        """Make the next message on every connection skip ``count`` sequence numbers."""
+        self._skip_next += count
+
+    def send_garbage(self, count: int = 1) -> None:
+        """Send ``count`` messages that are not JSON before the next tickers."""
+        self._garbage_next += count
+
+    # ------------------------------------------------------------------ internals
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.refuse_status is None:
+            return None
+        self.handshakes_refused += 1
+        status = HTTPStatus(self.refuse_status)
+        return connection.respond(status, f"{status.phrase} (refused by test control)\n")
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        sub = _Subscriber(connection, next(self._numbers))
+        self.connections_accepted += 1
+        self._subscribers.add(sub)
+        try:
+            async for raw in connection:
+                await self._on_request(sub, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._subscribers.discard(sub)
+
+    async def _on_request(self, sub: _Subscriber, raw: str | bytes) -> None:
+        try:
+            body = json.loads(raw)
+            channel = body["channel"]
+            products = [str(p) for p in body.get("product_ids", [])]
+        except (ValueError, KeyError, TypeError):
+            return  # a real venue answers with an error message; clients here never do this
+        if body.get("type") != "subscribe":
+            return
+        self.subscriptions.append(Subscription(sub.number, channel, tuple(products)))
+        if channel == "heartbeats":
+            sub.heartbeats = True
+        elif channel == "ticker":
+            sub.products.update(p for p in products if p in self.market.prices)
+        acked = {"ticker": sorted(sub.products), "heartbeats": ["heartbeats"] * sub.heartbeats}
+        await sub.connection.send(subscriptions_message(sub.next_sequence(0), acked))
+
+    async def _publish_forever(self) -> None:
+        beats = itertools.count(1)
+        next_beat = anyio.current_time()
+        while True:
+            await anyio.sleep(self.tick_interval)
+            moved = self.market.step()
+            beat = anyio.current_time() >= next_beat
+            if beat:
+                next_beat = anyio.current_time() + self.heartbeat_interval
+            if self.silent:
+                continue
+            skip, self._skip_next = self._skip_next, 0
+            garbage, self._garbage_next = self._garbage_next, 0
+            counter = next(beats) if beat else 0
+            for sub in list(self._subscribers):
+                await self._publish(sub, moved, beat, counter, skip, garbage)
+
+    async def _publish(
+        self,
+        sub: _Subscriber,
+        moved: dict[str, Decimal],
+        beat: bool,
+        counter: int,
+        skip: int,
+        garbage: int,
+    ) -> None:
+        messages = ["}{ not json"] * garbage
+        prices = {s: p for s, p in self.market.prices.items() if s in sub.products and s in moved}
+        if prices:
+            messages.append(ticker_message(sub.next_sequence(skip), prices))
+            skip = 0
+        if sub.heartbeats and beat:
+            messages.append(heartbeat_message(sub.next_sequence(skip), counter))
+        try:
+            for message in messages:
+                await sub.connection.send(message)
+        except ConnectionClosed:
+            self._subscribers.discard(sub)

@@ -1,0 +1,44 @@
+"""The embedded exchange's market: prices that wander, seeded, shared by its servers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import final
+
+__all__ = ["Market"]
+
+_START = Decimal("100")
+_STEP = Decimal("0.001")  # at most 0.1% per step
+
+
+@final
+class Market:
+    """Prices for a set of symbols, moved one seeded random step at a time.
+
+    A frozen symbol keeps its price and gets no ticker (its marks go stale).
+    """
+
+    def __init__(self, symbols: Iterable[str], rng: random.Random) -> None:
+        self.prices: dict[str, Decimal] = {s: _START for s in symbols}
+        if not self.prices:
+            raise ValueError("a market needs at least one symbol")
+        self.frozen: set[str] = set()
+        self._rng = rng
+
+    def step(self) -> dict[str, Decimal]:
+        """Move every unfrozen price one step; return the prices that moved."""
+        moved = {}
+        for symbol, price in self.prices.items():
+            if symbol in self.frozen:
+                continue
+            change = _STEP * Decimal(self._rng.uniform(-1, 1)).quantize(Decimal("0.0001"))
+            moved[symbol] = self.prices[symbol] = (price * (1 + change)).quantize(Decimal("0.01"))
+        return moved
+
+    def freeze(self, symbol: str, frozen: bool = True) -> None:
+        """Stop (or restart) ``symbol``'s price updates."""
+        if symbol not in self.prices:
+            raise KeyError(f"unknown symbol {symbol!r}; the market has {sorted(self.prices)}")
+        (self.frozen.add if frozen else self.frozen.discard)(symbol)
