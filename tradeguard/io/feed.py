@@ -96,6 +96,7 @@ class FeedClient:
         self.on_max_attempts_exceeded = on_max_attempts_exceeded
         self.proxy = proxy
         self.connects = 0
+        self.tickers_received = 0
         self._subscribed = set(products)
         self._ticks: deque[Ticker] = deque()
         self._tick_ready = anyio.Event()
@@ -202,6 +203,7 @@ class FeedClient:
                 self._enqueue(ticker)
 
     def _enqueue(self, ticker: Ticker) -> None:
+        self.tickers_received += 1
         if len(self._ticks) >= self.queue_size:
             self._ticks.popleft()
             self.runtime.observe(ev.MessagesDropped(self.name))

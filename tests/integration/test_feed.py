@@ -1,0 +1,182 @@
+"""The websocket feed over real sockets on 127.0.0.1 (DESIGN §2.2, issue 3).
+
+Every fault the embedded exchange can produce, and what the client, the feed machine and the
+trading mode do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from feed_harness import SYMBOLS, running_feed, wait_until
+
+from tradeguard import TradingMode
+from tradeguard.fsm.effects import CloseConnection, MaxAttemptsExceeded, Reconnect
+from tradeguard.io import FeedClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_connects_subscribes_and_marks_flow() -> None:
+    async with running_feed() as feed:
+        await wait_until(lambda: all(feed.layer.mode(s) is TradingMode.ALLOW for s in SYMBOLS))
+        channels = {(s.channel, s.product_ids) for s in feed.server.subscriptions}
+        assert channels == {("ticker", tuple(SYMBOLS)), ("heartbeats", ())}
+        ticker = await feed.client.next_ticker()
+        assert ticker.symbol in SYMBOLS
+        assert ticker.price > Decimal(0)
+        assert feed.status()["messages"] > 0
+        assert feed.status()["last_message_age"] < 1.0
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1011, 1012, 1013, 1006])
+async def test_server_close_with_any_code_reconnects_and_resubscribes(code: int) -> None:
+    async with running_feed() as feed:
+        await feed.server.drop_all(code)
+        await wait_until(lambda: feed.server.connections_accepted == 2)
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        assert ("CONNECTED", "disconnected", "BACKOFF") in feed.feed_transitions()
+
+        def resent() -> set[str]:
+            return {s.channel for s in feed.server.subscriptions if s.connection == 2}
+
+        await wait_until(lambda: resent() == {"ticker", "heartbeats"})
+        assert feed.status()["disconnects"] == 1
+        reason = feed.status()["last_reason"]
+        if code == 1006:
+            assert reason in ("connection lost", "close 1006")
+        else:
+            assert reason.startswith(f"close {code}")
+        if code in (1012, 1013):
+            assert "retry later" in reason
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_refused_handshake_is_a_failed_attempt_not_a_crash(status: int) -> None:
+    async with running_feed(ws_reconnect_max_attempts=0) as feed:  # 0 = unlimited
+        feed.server.refuse_handshakes(status)
+        await feed.server.drop_all(1012)
+        await wait_until(lambda: feed.server.handshakes_refused >= 3)
+        assert feed.status()["last_reason"] == f"handshake refused: HTTP {status}"
+        assert feed.status()["attempts"] >= 3
+        feed.server.refuse_handshakes(None)
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+
+
+async def test_connection_refused_while_the_server_is_down_then_back() -> None:
+    async with running_feed(ws_reconnect_max_attempts=0) as feed:
+        await feed.server.stop()
+        await wait_until(lambda: "connect failed" in feed.status()["last_reason"])
+        await wait_until(lambda: feed.status()["attempts"] >= 2)
+        await feed.server.start()
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        assert feed.server.connections_accepted == 2
+
+
+async def test_walks_to_degraded_at_the_exact_attempt_count_and_back() -> None:
+    async with running_feed(ws_reconnect_max_attempts=3) as feed:
+        feed.server.refuse_handshakes(503)
+        await feed.server.drop_all(1011)
+        await wait_until(lambda: feed.status()["state"] == "DEGRADED")
+        reconnects = [e.attempt for e in feed.effects if isinstance(e, Reconnect)]
+        assert reconnects == [1, 2, 3]  # the drop after the 3rd failed attempt degrades
+        assert feed.layer.guard("websocket").state == "TRIPPED"
+        assert feed.layer.mode() is TradingMode.REDUCE_ONLY
+        await wait_until(lambda: feed.exceeded != [])  # the callback runs in the executor
+        assert feed.exceeded == [("market", 0.3)]
+        assert sum(isinstance(e, MaxAttemptsExceeded) for e in feed.effects) == 1
+        # DEGRADED keeps trying (the original stopped): let two more attempts fail.
+        await wait_until(lambda: feed.server.handshakes_refused >= 5)
+        assert feed.status()["state"] == "DEGRADED"
+        feed.server.refuse_handshakes(None)
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        path = [dest for _, _, dest in feed.feed_transitions()]
+        assert path[:2] == ["CONNECTING", "CONNECTED"]
+        assert path[2:5] == ["BACKOFF", "CONNECTING", "BACKOFF"]
+        assert "DEGRADED" in path and path[-1] == "CONNECTED"
+        assert path[path.index("DEGRADED") :].count("CONNECTING") == 0
+        assert feed.layer.guard("websocket").state == "COOLDOWN"
+        await wait_until(lambda: feed.layer.mode() is TradingMode.ALLOW)
+        assert feed.exceeded == [("market", 0.3)]  # once per DEGRADED entry
+
+
+async def test_attempt_counter_resets_after_a_stable_connection() -> None:
+    async with running_feed(ws_reconnect_reset_seconds=0.2) as feed:
+        feed.server.refuse_handshakes(503)
+        await feed.server.drop_all(1011)
+        await wait_until(lambda: feed.status()["attempts"] >= 2)
+        feed.server.refuse_handshakes(None)
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        assert feed.status()["attempts"] >= 2
+        await wait_until(lambda: feed.status()["attempts"] == 0)
+        assert feed.status()["state"] == "CONNECTED"
+
+
+async def test_silent_stream_is_closed_and_reconnected() -> None:
+    async with running_feed() as feed:
+        feed.server.go_silent()
+        await wait_until(lambda: any(isinstance(e, CloseConnection) for e in feed.effects))
+        assert ("CONNECTED", "stale", "BACKOFF") in feed.feed_transitions()
+        assert feed.status()["last_reason"] == "stale"
+        feed.server.go_silent(False)
+        await wait_until(lambda: feed.server.connections_accepted >= 2)
+        await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        before = feed.status()["messages"]
+        await wait_until(lambda: feed.status()["messages"] > before)
+
+
+async def test_sequence_gap_is_reported_and_counted() -> None:
+    async with running_feed() as feed:
+        feed.server.skip_sequence(3)
+        await wait_until(lambda: feed.gaps != [])
+        (name, expected, received), *_ = feed.gaps
+        assert name == "market"
+        assert received == expected + 3
+        assert feed.status()["sequence_gaps"] == len(feed.gaps) == 1
+        assert feed.status()["state"] == "CONNECTED"
+
+
+async def test_malformed_json_is_counted_and_the_stream_continues() -> None:
+    async with running_feed() as feed:
+        feed.server.send_garbage(2)
+        await wait_until(lambda: feed.status()["malformed_messages"] == 2)
+        before = feed.status()["messages"]
+        await wait_until(lambda: feed.status()["messages"] > before + 2)
+        assert feed.status()["state"] == "CONNECTED"
+        assert feed.status()["disconnects"] == 0
+
+
+async def test_slow_consumer_drops_the_oldest_and_memory_stays_bounded() -> None:
+    async with running_feed(queue_size=4) as feed:
+        await wait_until(lambda: feed.status()["dropped_messages"] >= 10)
+        assert feed.client.buffered == 4
+        assert feed.status()["dropped_messages"] + 4 == feed.client.tickers_received
+        newest = [await feed.client.next_ticker() for _ in range(4)]
+        assert all(t.symbol in SYMBOLS for t in newest)
+
+
+async def test_no_task_or_socket_is_left_after_exit() -> None:
+    before = {t for t in asyncio.all_tasks()}
+    async with running_feed() as feed:
+        await feed.server.drop_all(1011)
+        await wait_until(lambda: feed.server.connections_accepted == 2)
+        server, client = feed.server, feed.client
+    assert {t for t in asyncio.all_tasks() if not t.done()} <= before
+    assert server.open_connections == 0
+    assert feed.layer.feed_state("market") == "CLOSED"
+    assert client.runtime is feed.runtime
+
+
+async def test_client_rejects_bad_arguments() -> None:
+    from tradeguard import ReliabilityLayer, Settings
+    from tradeguard.io import Runtime
+
+    runtime = Runtime(ReliabilityLayer(Settings()))
+    with pytest.raises(ValueError, match="product_ids"):
+        FeedClient(runtime, "ws://127.0.0.1:1", [])
+    with pytest.raises(ValueError, match="queue_size"):
+        FeedClient(runtime, "ws://127.0.0.1:1", ["BTC-USD"], queue_size=0)
+    with pytest.raises(ValueError, match="ws://"):
+        FeedClient(runtime, "http://127.0.0.1:1", ["BTC-USD"])
