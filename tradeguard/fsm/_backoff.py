@@ -32,8 +32,8 @@ class BackoffPolicy:
     def __post_init__(self) -> None:
         if not (0 < self.base <= self.max and math.isfinite(self.max)):
             raise ValueError(f"backoff needs 0 < base <= max, got {self.base!r}, {self.max!r}")
-        if not self.multiplier >= 1:
-            raise ValueError(f"backoff multiplier must be >= 1, got {self.multiplier!r}")
+        if not (self.multiplier >= 1 and math.isfinite(self.multiplier)):
+            raise ValueError(f"backoff multiplier must be finite and >= 1, got {self.multiplier!r}")
         if not 0 <= self.jitter_pct < 1:
             raise ValueError(f"backoff jitter_pct must be in [0, 1), got {self.jitter_pct!r}")
 
@@ -53,13 +53,22 @@ class BackoffPolicy:
             raise ValueError(f"attempt must be >= 0, got {attempt!r}")
         if self.multiplier == 1:
             return self.base
-        # Exponents past the cap add nothing; bounding them keeps float pow from overflowing.
+        # From this exponent on the delay is the cap; below it base * multiplier**attempt is
+        # under the cap, so float pow never overflows.
         to_cap = math.ceil(math.log(self.max / self.base, self.multiplier))
-        return min(self.base * self.multiplier ** min(attempt, to_cap), self.max)
+        if attempt >= to_cap:
+            return self.max
+        return min(self.base * self.multiplier**attempt, self.max)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """The jittered delay for ``attempt``: within ``raw * (1 ± jitter_pct)`` and <= max."""
-        raw = self.raw(attempt)
+        return self._spread(self.raw(attempt), rng)
+
+    def delay_at_cap(self, rng: random.Random) -> float:
+        """A jittered delay at the cap, whatever the multiplier (a DEGRADED feed's retries)."""
+        return self._spread(self.max, rng)
+
+    def _spread(self, raw: float, rng: random.Random) -> float:
         low = raw * (1 - self.jitter_pct)
         high = min(raw * (1 + self.jitter_pct), self.max)
         return low + (high - low) * rng.random()

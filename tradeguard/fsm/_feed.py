@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Literal, final
 
 from tradeguard.errors import InvalidTransition
 from tradeguard.fsm._backoff import BackoffPolicy
@@ -111,6 +111,7 @@ class Feed:
     def connected(self, at: float) -> list[Effect]:
         """A connection opened (subscriptions sent)."""
         effects = self._fire("connected", at)
+        Timers.disarm(self._retry)  # from DEGRADED a retry may still be pending
         self.last_message_at = at
         self._timers.arm(self._reset, at + self.reset_seconds)
         self._timers.arm(self._stale, at + self.stale_seconds)
@@ -127,19 +128,27 @@ class Feed:
         self._timers.arm(self._stale, at + self.stale_seconds)
         return []
 
-    def count(self, what: str, n: int = 1) -> list[Effect]:
-        """Count stream trouble the shell saw: ``"gaps"``, ``"dropped"`` or ``"malformed"``.
+    def count(self, what: Literal["gaps", "dropped", "malformed"], n: int = 1) -> list[Effect]:
+        """Count stream trouble the shell saw.
 
         None of it changes the feed's state: a gap or a bad message does not make the stream
         dead (silence does), and dropped data is the consumer's lag, not the connection's.
         """
-        setattr(self, what, getattr(self, what) + n)
+        if what == "gaps":
+            self.gaps += n
+        elif what == "dropped":
+            self.dropped += n
+        elif what == "malformed":
+            self.malformed += n
+        else:
+            raise ValueError(f"cannot count {what!r}; expected gaps, dropped or malformed")
         return []
 
     def disconnected(self, reason: str, at: float) -> list[Effect]:
         """The attempt failed or the open connection closed."""
-        self.last_reason = reason
-        return self._drop("disconnected", at)
+        effects = self._drop("disconnected", at)
+        self.last_reason = reason  # only once the machine accepted the event
+        return effects
 
     def close(self, at: float) -> list[Effect]:
         """Shut the feed down for good."""
@@ -157,9 +166,11 @@ class Feed:
         self.disconnects += 1
         Timers.disarm(self._reset)
         Timers.disarm(self._stale)
-        # In DEGRADED every retry waits the longest delay, still jittered.
-        attempt = self.attempts if self.state is _BACKOFF else 1 << 30
-        self._timers.arm(self._retry, at + self.policy.delay(attempt, self._rng))
+        if self.state is _BACKOFF:
+            delay = self.policy.delay(self.attempts, self._rng)
+        else:  # DEGRADED: every retry waits the longest delay, still jittered
+            delay = self.policy.delay_at_cap(self._rng)
+        self._timers.arm(self._retry, at + delay)
         if self.state is _DEGRADED and not was_degraded:
             effects += self._on_degraded(self.name, True, at)
         return effects

@@ -342,6 +342,18 @@ class MarkStalenessGuard(Guard):
         self._timers.arm(self._stale, at + self.threshold)
         return self._fire("recover", at) if self.state is _TRIPPED else []
 
+    def reset(self, at: float) -> list[Effect]:
+        """Operator reset. A mark that is already stale trips the guard again at once: a
+        reset forgets counts, it cannot make old data fresh."""
+        effects = super().reset(at)
+        if self.last_mark is not None:
+            stale_at = self.last_mark + self.threshold
+            if stale_at <= at:
+                effects += self._went_stale(at)
+            else:
+                self._timers.arm(self._stale, stale_at)
+        return effects
+
     def _went_stale(self, at: float) -> list[Effect]:
         if self.state is _TRIPPED:
             return []
@@ -430,8 +442,10 @@ class ApiHealthGuard(Guard):
         self.calls += 1
         if error:
             self.errors += 1
-        elif self.state is _HEALTHY:
-            return []  # a success cannot trip: the hot path ends here
+        elif self.state is _HEALTHY and not self._error_rate_high():
+            # Hot path. A success can still trip: it may complete the minimum number of calls
+            # while the errors already in the window are over the threshold.
+            return []
         return self._evaluate(at)
 
     def observe_usage(self, usage: float, at: float) -> list[Effect]:
@@ -447,17 +461,27 @@ class ApiHealthGuard(Guard):
             self.open_breakers.discard(category)
         return self._evaluate(at)
 
+    def _expiry(self, index: int) -> float:
+        """When bucket ``index`` has wholly left the window (one expression, used for both
+        the eviction test and the drain timer, so float rounding cannot make them disagree)."""
+        return (index + 1) * self.width + self.window
+
     def _evict(self, at: float) -> None:
         buckets = self._buckets
-        horizon = at - self.window
-        while buckets and (buckets[0][0] + 1) * self.width <= horizon:
+        while buckets and self._expiry(buckets[0][0]) <= at:
             _, calls, errors = buckets.popleft()
             self.calls -= calls
             self.errors -= errors
 
     def _window_moved(self, at: float) -> list[Effect]:
-        self._evict(at)
         return self._evaluate(at)
+
+    def _arm_drain(self, rate_high: bool) -> None:
+        # While the error rate holds, re-check when the oldest bucket leaves the window.
+        if rate_high and self._buckets:
+            self._timers.arm(self._drain, self._expiry(self._buckets[0][0]))
+        else:
+            Timers.disarm(self._drain)
 
     @property
     def error_rate(self) -> float:
@@ -478,12 +502,10 @@ class ApiHealthGuard(Guard):
         return found
 
     def _evaluate(self, at: float) -> list[Effect]:
+        self._evict(at)  # usage and breaker reports judge only the calls still in the window
         rate_high = self._error_rate_high()
         faulty = rate_high or self.usage >= self.usage_threshold or bool(self.open_breakers)
-        if rate_high and self._buckets:
-            self._timers.arm(self._drain, (self._buckets[0][0] + 1) * self.width + self.window)
-        else:
-            Timers.disarm(self._drain)
+        self._arm_drain(rate_high)
         if faulty and self.state is not _TRIPPED:
             detail = "; ".join(self.faults())
             return [
@@ -530,6 +552,7 @@ class ApiHealthGuard(Guard):
             self._buckets.append([index, int(calls), int(errors)])
             self.calls += int(calls)
             self.errors += int(errors)
+        self._arm_drain(self._error_rate_high())
 
 
 class WebsocketGuard(Guard):
@@ -561,6 +584,15 @@ class WebsocketGuard(Guard):
             return [exceeded]
         detail = f"feed {feed!r} exceeded its reconnect attempts; still reconnecting"
         return [*self._fire("trip", at), exceeded, Alert("critical", "websocket degraded", detail)]
+
+    def reset(self, at: float) -> list[Effect]:
+        """Operator reset. A feed still DEGRADED trips the guard again at once (without a
+        second `MaxAttemptsExceeded`: that fires once per feed entering DEGRADED)."""
+        effects = super().reset(at)
+        if self.degraded:
+            detail = f"feeds still degraded after a reset: {', '.join(sorted(self.degraded))}"
+            effects += [*self._fire("trip", at), Alert("critical", "websocket degraded", detail)]
+        return effects
 
     def counters(self) -> dict[str, Any]:
         return {"degraded_feeds": sorted(self.degraded)}

@@ -232,7 +232,7 @@ class ReliabilityLayer:
 
     def next_deadline(self) -> float | None:
         """When `tick()` is next needed (monotonic seconds), or ``None`` if never."""
-        return self._next_due()
+        return self._timers.next_due()
 
     def _now(self) -> float:
         now = self._clock()
@@ -501,8 +501,10 @@ class ReliabilityLayer:
         return self._feed(name).state
 
     def status(self) -> dict[str, Any]:
-        """Every machine, JSON-ready (a fresh dict each call)."""
+        """Every machine, JSON-ready (a fresh dict each call), after any timer already due."""
         now = self._clock()
+        if now >= self._due_at:
+            self._apply_due()
         return {
             "mode": self._global.state.name,
             "preview_enabled": self._preview.enabled,

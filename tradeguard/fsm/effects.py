@@ -34,8 +34,8 @@ class Reason:
     """Why a scope is restricted: machine-readable, one per restriction in force.
 
     Attributes:
-        guard: the guard's name, ``"operator"`` for a halt, ``"first_mark"`` for a symbol
-            whose first mark has not arrived.
+        guard: the guard's name, or ``"operator"`` for a halt. A symbol whose first mark
+            has not arrived is restricted by ``"mark_staleness"`` in state ``"NO_MARK"``.
         scope: the symbol, or ``None`` for global.
         state: the state that restricts (``GuardState.TRIPPED``, ``"HALTED"``, ``"NO_MARK"``).
         seconds_until_lift: seconds until it may lift; ``None`` while the fault is present.

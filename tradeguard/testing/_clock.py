@@ -43,5 +43,14 @@ class ManualClock:
         return self._now
 
     def jump_to(self, when: float) -> float:
-        """Move forward to ``when`` (never backwards)."""
-        return self.advance(when - self._now)
+        """Move forward to exactly ``when`` (never backwards).
+
+        Raises:
+            ValueError: ``when`` is earlier than now, NaN or infinite.
+        """
+        if not (when >= self._now and math.isfinite(when)):
+            raise ValueError(
+                f"ManualClock.jump_to needs a finite time >= {self._now!r}, got {when!r}"
+            )
+        self._now = float(when)
+        return self._now

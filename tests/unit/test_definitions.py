@@ -1,0 +1,415 @@
+"""Machine definitions (DESIGN §2): every (state x trigger) pair, validation, diagrams.
+
+The expected tables below are written out by hand from DESIGN §2.1-§2.4, not derived from
+`tradeguard.fsm._machines`, so an edit to a definition that changes behaviour fails here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import Enum
+from typing import Any
+
+import pytest
+
+from tradeguard.errors import InvalidTransition
+from tradeguard.fsm._definition import MachineDefinition, Spec
+from tradeguard.fsm._machines import DEFINITIONS
+
+# One row: (destination, condition label or None). Rows sharing (state, trigger) are tried in
+# the order written; the first whose condition holds is taken.
+Row = tuple[str, str | None]
+Table = dict[tuple[str, str], list[Row]]
+
+EXHAUSTED = "attempts_exhausted"
+
+
+def _from(sources: tuple[str, ...], trigger: str, rows: list[Row]) -> Table:
+    return {(source, trigger): rows for source in sources}
+
+
+GUARD_TABLE: Table = {
+    ("HEALTHY", "trip"): [("TRIPPED", None)],
+    ("COOLDOWN", "trip"): [("TRIPPED", None)],
+    ("TRIPPED", "recover"): [("COOLDOWN", None)],
+    ("COOLDOWN", "expire"): [("HEALTHY", None)],
+    **_from(("HEALTHY", "TRIPPED", "COOLDOWN"), "reset", [("HEALTHY", None)]),
+}
+
+PREVIEW_TABLE: Table = {
+    ("HEALTHY", "trip"): [("TRIPPED", None)],
+    ("HEALTHY", "reset"): [("HEALTHY", None)],
+    ("TRIPPED", "reset"): [("HEALTHY", None)],
+}
+
+BREAKER_TABLE: Table = {
+    ("CLOSED", "trip"): [("OPEN", None)],
+    ("HALF_OPEN", "trip"): [("OPEN", None)],
+    ("OPEN", "expire"): [("HALF_OPEN", None)],
+    ("HALF_OPEN", "close"): [("CLOSED", None)],
+    **_from(("CLOSED", "OPEN", "HALF_OPEN"), "reset", [("CLOSED", None)]),
+}
+
+FEED_TABLE: Table = {
+    ("DISCONNECTED", "start"): [("CONNECTING", None)],
+    ("CONNECTING", "connected"): [("CONNECTED", None)],
+    ("DEGRADED", "connected"): [("CONNECTED", None)],
+    ("CONNECTING", "disconnected"): [("DEGRADED", EXHAUSTED), ("BACKOFF", None)],
+    ("CONNECTED", "disconnected"): [("DEGRADED", EXHAUSTED), ("BACKOFF", None)],
+    ("DEGRADED", "disconnected"): [("DEGRADED", EXHAUSTED)],
+    ("CONNECTED", "stale"): [("DEGRADED", EXHAUSTED), ("BACKOFF", None)],
+    ("BACKOFF", "retry"): [("CONNECTING", None)],
+    **_from(
+        ("DISCONNECTED", "CONNECTING", "CONNECTED", "BACKOFF", "DEGRADED"),
+        "close",
+        [("CLOSED", None)],
+    ),
+}
+
+MODE_TABLE: Table = {
+    ("REDUCE_ONLY", "allow"): [("ALLOW", None)],
+    ("PAUSED", "allow"): [("ALLOW", None)],
+    ("ALLOW", "restrict"): [("REDUCE_ONLY", None)],
+    ("PAUSED", "restrict"): [("REDUCE_ONLY", None)],
+    ("ALLOW", "pause"): [("PAUSED", None)],
+    ("REDUCE_ONLY", "pause"): [("PAUSED", None)],
+}
+
+HALT_TABLE: Table = {
+    ("RUNNING", "halt"): [("HALTED", None)],
+    ("HALTED", "halt"): [("HALTED", None)],
+    ("HALTED", "resume"): [("RUNNING", None)],
+    ("HALTED", "expire"): [("RUNNING", None)],
+}
+
+
+class Expected:
+    """A machine kind as DESIGN describes it: states, triggers, initial, terminal, table."""
+
+    def __init__(
+        self,
+        states: tuple[str, ...],
+        triggers: tuple[str, ...],
+        initial: str,
+        table: Table,
+        terminal: tuple[str, ...] = (),
+    ) -> None:
+        self.states = states
+        self.triggers = triggers
+        self.initial = initial
+        self.table = table
+        self.terminal = terminal
+
+
+EXPECTED: dict[str, Expected] = {
+    "guard": Expected(
+        ("HEALTHY", "TRIPPED", "COOLDOWN"),
+        ("trip", "recover", "expire", "reset"),
+        "HEALTHY",
+        GUARD_TABLE,
+    ),
+    "preview": Expected(("HEALTHY", "TRIPPED"), ("trip", "reset"), "HEALTHY", PREVIEW_TABLE),
+    "breaker": Expected(
+        ("CLOSED", "OPEN", "HALF_OPEN"),
+        ("trip", "expire", "close", "reset"),
+        "CLOSED",
+        BREAKER_TABLE,
+    ),
+    "feed": Expected(
+        ("DISCONNECTED", "CONNECTING", "CONNECTED", "BACKOFF", "DEGRADED", "CLOSED"),
+        ("start", "connected", "disconnected", "stale", "retry", "close"),
+        "DISCONNECTED",
+        FEED_TABLE,
+        terminal=("CLOSED",),
+    ),
+    "mode": Expected(
+        ("ALLOW", "REDUCE_ONLY", "PAUSED"), ("allow", "restrict", "pause"), "ALLOW", MODE_TABLE
+    ),
+    "operator": Expected(
+        ("RUNNING", "HALTED"), ("halt", "resume", "expire"), "RUNNING", HALT_TABLE
+    ),
+}
+
+BY_NAME: dict[str, MachineDefinition] = {d.name: d for d in DEFINITIONS}
+
+
+class TinyModel:
+    """The least a definition can drive: a ``state`` and the condition methods it names."""
+
+    def __init__(self, state: Enum, condition: bool | None) -> None:
+        self.state = state
+        self.condition = condition
+        self.asked = 0
+
+    def attempts_exhausted(self) -> bool:
+        self.asked += 1
+        assert self.condition is not None, "a condition was asked of a table that has none"
+        return self.condition
+
+
+def _table_cases() -> list[Any]:
+    """Every (definition, state, trigger, condition value), over both the hand table's and
+    the definition's states and triggers, so a state or trigger added to either is covered."""
+    cases = []
+    for name, expected in EXPECTED.items():
+        definition = BY_NAME.get(name)
+        states = list(expected.states)
+        triggers = list(expected.triggers)
+        if definition is not None:
+            states += [s.name for s in definition.used_states if s.name not in states]
+            triggers += [t for t in definition.triggers if t not in triggers]
+        conditional = any(c is not None for rows in expected.table.values() for _, c in rows)
+        flags: tuple[bool | None, ...] = (True, False) if conditional else (None,)
+        for state in states:
+            for trigger in triggers:
+                for flag in flags:
+                    flag_id = "" if flag is None else f"-{EXHAUSTED}={flag}"
+                    case_id = f"{name}-{state}-{trigger}{flag_id}"
+                    cases.append(pytest.param(name, state, trigger, flag, id=case_id))
+    return cases
+
+
+# --------------------------------------------------------------------- DESIGN §2: the tables
+
+
+def test_every_definition_has_a_hand_written_table() -> None:
+    assert sorted(BY_NAME) == sorted(EXPECTED)
+    assert len(DEFINITIONS) == len(EXPECTED), "two definitions share a name"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_states_triggers_initial_and_terminal_match_design(name: str) -> None:
+    definition = BY_NAME[name]
+    expected = EXPECTED[name]
+    assert tuple(s.name for s in definition.used_states) == expected.states
+    assert definition.triggers == expected.triggers
+    assert definition.initial.name == expected.initial
+    assert sorted(s.name for s in definition.terminal) == sorted(expected.terminal)
+
+
+@pytest.mark.parametrize(("name", "state", "trigger", "condition"), _table_cases())
+def test_fire_follows_the_table(
+    name: str, state: str, trigger: str, condition: bool | None
+) -> None:
+    definition = BY_NAME[name]
+    assert state in definition.states.__members__, f"{name} has no state {state}"
+    source = definition.states[state]
+    rows = EXPECTED[name].table.get((state, trigger), [])
+    # The definition's own lookup agrees with the hand-written table on whether a row exists.
+    assert bool(definition.targets(source, trigger)) == bool(rows)
+    model = TinyModel(source, condition)
+
+    if not rows:
+        with pytest.raises(InvalidTransition) as raised:
+            definition.fire(model, trigger, "m", None)
+        assert model.state is source
+        assert (raised.value.machine, raised.value.state, raised.value.trigger) == (
+            "m",
+            state,
+            trigger,
+        )
+        return
+
+    dest = next((d for d, c in rows if c is None or condition), None)
+    taken = definition.fire(model, trigger, "m", None)
+    if dest is None:
+        assert taken is False
+        assert model.state is source
+    else:
+        assert taken is True
+        assert model.state is definition.states[dest]
+    # A condition is consulted only where the table has one.
+    if all(c is None for _, c in rows):
+        assert model.asked == 0
+
+
+def test_invalid_transition_is_a_runtime_error_naming_machine_scope_and_state() -> None:
+    feed = BY_NAME["feed"]
+    model = TinyModel(feed.states["CLOSED"], False)
+    with pytest.raises(RuntimeError, match=r"feed:x\[BTC-USD\] cannot 'start' from state CLOSED"):
+        feed.fire(model, "start", "feed:x", "BTC-USD")
+    assert model.state is feed.states["CLOSED"]
+
+
+def test_an_unknown_trigger_raises_and_changes_nothing() -> None:
+    guard = BY_NAME["guard"]
+    model = TinyModel(guard.states["HEALTHY"], None)
+    with pytest.raises(InvalidTransition):
+        guard.fire(model, "no_such_trigger", "m", None)
+    assert model.state is guard.states["HEALTHY"]
+
+
+# ------------------------------------------------------- DESIGN §2: validated when loaded
+
+
+class Small(Enum):
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class Other(Enum):
+    Z = "Z"
+
+
+def test_a_valid_small_definition_loads_and_runs() -> None:
+    definition = MachineDefinition(
+        name="small",
+        states=Small,
+        initial=Small.A,
+        transitions=(
+            Spec("go", (Small.A,), Small.B),
+            Spec("go", (Small.B,), Small.C),
+            Spec("stop", (Small.A, Small.B), Small.C),
+        ),
+        terminal=frozenset({Small.C}),
+    )
+    model = TinyModel(Small.A, None)
+    assert definition.fire(model, "go", "small", None) is True
+    assert model.state is Small.B
+
+
+def test_an_unreachable_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: unreachable from A: \['C'\]"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Small.B),
+                Spec("back", (Small.B,), Small.A),
+                Spec("leave", (Small.C,), Small.A),
+            ),
+        )
+
+
+def test_a_trap_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: C is a trap"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Small.B),
+                Spec("back", (Small.B,), Small.A),
+                Spec("fall", (Small.B,), Small.C),
+            ),
+        )
+
+
+def test_a_state_whose_only_exit_loops_back_to_itself_is_a_trap() -> None:
+    with pytest.raises(ValueError, match=r"small: C is a trap"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Small.B),
+                Spec("back", (Small.B,), Small.A),
+                Spec("fall", (Small.B,), Small.C),
+                Spec("spin", (Small.C,), Small.C),
+            ),
+        )
+
+
+def test_a_terminal_state_with_a_way_out_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: terminal state C has transitions out"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Small.B),
+                Spec("back", (Small.B,), Small.A),
+                Spec("end", (Small.B,), Small.C),
+                Spec("again", (Small.C,), Small.A),
+            ),
+            terminal=frozenset({Small.C}),
+        )
+
+
+def test_a_transition_naming_an_unknown_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: 'go' names unknown state <Other.Z: 'Z'>"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Other.Z),
+                Spec("back", (Small.B,), Small.A),
+            ),
+        )
+
+
+def test_a_transition_into_an_unused_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: 'go' names unknown state <Small.C: 'C'>"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(
+                Spec("go", (Small.A,), Small.B),
+                Spec("go", (Small.B,), Small.C),
+                Spec("back", (Small.B,), Small.A),
+            ),
+            unused=frozenset({Small.C}),
+        )
+
+
+def test_an_initial_state_that_is_not_a_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: initial state <Other.Z: 'Z'> is not a state"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Other.Z,
+            transitions=(Spec("go", (Small.A,), Small.B),),
+        )
+
+
+# ---------------------------------------------------------- DESIGN §2: generated diagrams
+
+
+def _declared_rows(name: str) -> list[tuple[str, str, str]]:
+    """(source, dest, label) for every row of the hand-written table, one per source."""
+    rows = []
+    for (source, trigger), dests in EXPECTED[name].table.items():
+        for dest, condition in dests:
+            label = trigger if condition is None else f"{trigger} [{condition}]"
+            rows.append((source, dest, label))
+    return rows
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_mermaid_lists_every_declared_row_exactly_once(name: str) -> None:
+    definition = BY_NAME[name]
+    text = definition.to_mermaid()
+    assert text == definition.to_mermaid(), "rendering is not deterministic"
+    lines = text.splitlines()
+    assert lines[0] == "stateDiagram-v2"
+    arrows = Counter(line for line in lines[1:] if "[*]" not in line)
+    expected = Counter(f"    {s} --> {d}: {label}" for s, d, label in _declared_rows(name))
+    assert arrows == expected
+    assert all(count == 1 for count in arrows.values())
+    assert lines.count(f"    [*] --> {EXPECTED[name].initial}") == 1
+    ends = sorted(line for line in lines if line.endswith("--> [*]"))
+    assert ends == sorted(f"    {st} --> [*]" for st in EXPECTED[name].terminal)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_dot_lists_every_declared_row_exactly_once(name: str) -> None:
+    definition = BY_NAME[name]
+    text = definition.to_dot()
+    assert text == definition.to_dot(), "rendering is not deterministic"
+    lines = text.splitlines()
+    assert lines[0] == f'digraph "{name}" {{'
+    assert lines[-1] == "}"
+    edges = Counter(line for line in lines if " -> " in line and "__start" not in line)
+    expected = Counter(
+        f'    "{s}" -> "{d}" [label="{label}"];' for s, d, label in _declared_rows(name)
+    )
+    assert edges == expected
+    assert all(count == 1 for count in edges.values())
+    assert lines.count(f'    "__start" -> "{EXPECTED[name].initial}";') == 1
+    for state in EXPECTED[name].states:
+        shape = "doubleoctagon" if state in EXPECTED[name].terminal else "box"
+        assert lines.count(f'    "{state}" [shape={shape}];') == 1
