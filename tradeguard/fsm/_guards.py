@@ -489,7 +489,9 @@ class ApiHealthGuard(Guard):
         return self.errors / self.calls if self.calls else 0.0
 
     def _error_rate_high(self) -> bool:
-        return self.calls >= self.min_calls and self.errors >= self.rate_threshold * self.calls
+        # A division, not `errors >= threshold * calls`: the product rounds up (0.07 * 100 is
+        # 7.000000000000001), so a rate exactly at the threshold would not trip.
+        return self.calls >= self.min_calls and self.errors / self.calls >= self.rate_threshold
 
     def faults(self) -> list[str]:
         """The trip conditions that hold now, by name."""
