@@ -152,6 +152,12 @@ KNOBS: tuple[Knob, ...] = (
         "Seconds a symbol stays restricted after a slippage trip.",
     ),
     _knob(
+        "RISK_SLIPPAGE_MAX_PCT",
+        "0.005",
+        "ratio",
+        "Slippage against the mid beyond which the slippage guard fails an order (0.005 = 0.5%).",
+    ),
+    _knob(
         "RISK_VALIDATION_FAILURE_ESCALATE_AFTER",
         "5",
         "count",
@@ -323,6 +329,7 @@ class Settings:
     mark_staleness_allow_reduce_only: bool = True
     slippage_failure_pause_after: int = 3
     slippage_pause_seconds: float = 60.0
+    slippage_max_pct: float = 0.005
     validation_failure_escalate_after: int = 5
     validation_failure_cooldown_seconds: float = 180.0
     preview_failure_disable_after: int = 5

@@ -29,6 +29,7 @@ SEED_DEFAULTS: dict[str, float | int | bool] = {
     "mark_staleness_allow_reduce_only": True,
     "slippage_failure_pause_after": 3,
     "slippage_pause_seconds": 60.0,
+    "slippage_max_pct": 0.005,
     "validation_failure_escalate_after": 5,
     "validation_failure_cooldown_seconds": 180.0,
     "preview_failure_disable_after": 5,

@@ -2,5 +2,6 @@
 
 from tradeguard.io.exchange.feed_server import ExchangeFeedServer, Subscription
 from tradeguard.io.exchange.market import Market
+from tradeguard.io.exchange.venue import BOT_PREFIX, Venue, VenueFaults
 
-__all__ = ["ExchangeFeedServer", "Market", "Subscription"]
+__all__ = ["BOT_PREFIX", "ExchangeFeedServer", "Market", "Subscription", "Venue", "VenueFaults"]
