@@ -24,6 +24,7 @@ __all__ = [
     "OrderRequest",
     "OrderStatus",
     "Preview",
+    "Product",
     "Quote",
 ]
 
@@ -73,6 +74,16 @@ class Quote:
     def mid(self) -> Decimal:
         """The mid price."""
         return (self.bid + self.ask) / 2
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Product:
+    """What validation needs about a product: its size and price increments."""
+
+    symbol: str
+    base_increment: Decimal
+    quote_increment: Decimal
 
 
 @final
@@ -136,6 +147,10 @@ class Broker(Protocol):
 
     async def get_ticker(self, symbol: str) -> Quote:
         """The quote for one symbol."""
+        ...
+
+    async def get_product(self, symbol: str) -> Product:
+        """The product's increments; the validation infrastructure's lookup."""
         ...
 
     async def place_order(self, request: OrderRequest) -> Order:

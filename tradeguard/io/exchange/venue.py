@@ -25,6 +25,7 @@ from tradeguard.io.broker import (
     OrderRequest,
     OrderStatus,
     Preview,
+    Product,
     Quote,
 )
 from tradeguard.io.exchange.market import Market
@@ -100,12 +101,12 @@ class Venue:
         """Quotes for every known symbol asked for (unknown ones are left out)."""
         return {s: self.quote(s) for s in symbols if s in self.market.prices}
 
-    def product(self, symbol: str) -> dict[str, str]:
+    def product(self, symbol: str) -> Product:
         """What validation needs about a product: its size and price increments."""
         if self.faults.failing_products:
             raise BrokerError("market", 500, "product lookup failing (venue fault control)")
         self._price(symbol)
-        return {"product_id": symbol, "base_increment": str(_QTY_STEP), "quote_increment": "0.01"}
+        return Product(symbol, _QTY_STEP, _PRICE_STEP)
 
     def _price(self, symbol: str) -> Decimal:
         price = self.market.prices.get(symbol)
