@@ -17,6 +17,7 @@ from typing import Protocol, final, runtime_checkable
 from tradeguard.fsm import Side
 
 __all__ = [
+    "BOT_PREFIX",
     "Balance",
     "Broker",
     "BrokerError",
@@ -27,6 +28,11 @@ __all__ = [
     "Product",
     "Quote",
 ]
+
+
+# The client order ids of the orders the bot owns start with this: cancels on a trip touch only
+# these, and reconciliation audits only these.
+BOT_PREFIX = "bot-"
 
 
 class BrokerError(Exception):

@@ -6,13 +6,18 @@ returns its effects and they are queued, in order, for the one executor task, wi
 in between. A timer task sleeps until `next_deadline()` on the layer's own clock and calls
 `tick()`; an observation that moves the deadline earlier wakes it. The executor hands
 feed-bound effects (`Reconnect`, `CloseConnection`, `MaxAttemptsExceeded`) to the feed client
-that owns that feed, then gives every effect to the registered callbacks. A callback that
-raises crashes the runtime: the error leaves ``async with`` instead of being logged and lost.
+that owns that feed, performs the broker work (`CancelOpenOrders` cancels the bot's open
+orders, `CancelOrders` the listed ones) and hands `Alert`s to the alert sinks, then gives every
+effect to the registered callbacks and every transition record to the subscribers. A callback
+that raises crashes the runtime: the error leaves ``async with`` instead of being logged and
+lost. A cancel the venue refuses is not a crash: the broker already reported the failed call
+to the layer, and the runtime raises an alert saying which orders may still be open.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -20,14 +25,36 @@ from typing import Any, Protocol, Self, final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tradeguard.fsm import ReliabilityLayer
-from tradeguard.fsm.effects import CloseConnection, Effect, MaxAttemptsExceeded, Reconnect
+from tradeguard.fsm.effects import (
+    Alert,
+    CancelOpenOrders,
+    CancelOrders,
+    CloseConnection,
+    Effect,
+    MaxAttemptsExceeded,
+    ModeChanged,
+    Reconnect,
+    Transitioned,
+)
 from tradeguard.fsm.events import Observation
+from tradeguard.io.broker import BOT_PREFIX, Broker, BrokerError
 
-__all__ = ["EffectCallback", "FeedControl", "Runtime"]
+__all__ = ["AlertSink", "EffectCallback", "FeedControl", "Record", "Runtime", "log_alert"]
+
+log = logging.getLogger("tradeguard.io.runtime")
 
 EffectCallback = Callable[[Effect], Awaitable[None] | None]
+AlertSink = Callable[[Alert], Awaitable[None] | None]
+Record = Transitioned | ModeChanged
+
+
+def log_alert(alert: Alert) -> None:
+    """The default alert sink: a log record at the alert's severity."""
+    level = {"info": logging.INFO, "warning": logging.WARNING}.get(alert.severity, logging.ERROR)
+    log.log(level, "ALERT %s: %s", alert.title, alert.detail)
 
 
 class FeedControl(Protocol):
@@ -51,8 +78,19 @@ class Runtime(anyio.AsyncContextManagerMixin):
     every task it started.
     """
 
-    def __init__(self, layer: ReliabilityLayer) -> None:
+    def __init__(
+        self,
+        layer: ReliabilityLayer,
+        *,
+        broker: Broker | None = None,
+        alert_sinks: tuple[AlertSink, ...] = (log_alert,),
+        bot_prefix: str = BOT_PREFIX,
+    ) -> None:
         self.layer = layer
+        self.broker = broker
+        self.alert_sinks = alert_sinks
+        self.bot_prefix = bot_prefix
+        self._subscribers: list[MemoryObjectSendStream[Record]] = []
         self._clock = layer.clock
         self._send, self._receive = anyio.create_memory_object_stream[Effect](math.inf)
         self._callbacks: list[EffectCallback] = []
@@ -65,35 +103,60 @@ class Runtime(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
-        async with anyio.create_task_group() as core:
-            core.start_soon(self._execute_effects)
-            await core.start(self._run_timer)  # returns once the first deadline is armed
-            try:
-                async with anyio.create_task_group() as tasks:
-                    self._task_group = tasks
-                    try:
-                        yield self
-                    finally:
-                        self._task_group = None
-                        tasks.cancel_scope.cancel("runtime closed")
-            finally:
-                # Tasks that stopped (a feed reporting FeedClosed) may have queued effects:
-                # the executor runs them all, then ends when the stream closes.
-                self._closed = True
-                self._send.close()
-                self._timer_scope.cancel("runtime closed")
+        try:
+            async with anyio.create_task_group() as core:
+                core.start_soon(self._execute_effects)
+                await core.start(self._run_timer)  # returns once the first deadline is armed
+                try:
+                    async with anyio.create_task_group() as tasks:
+                        self._task_group = tasks
+                        try:
+                            yield self
+                        finally:
+                            self._task_group = None
+                            tasks.cancel_scope.cancel("runtime closed")
+                finally:
+                    # Tasks that stopped (a feed reporting FeedClosed) may have queued effects:
+                    # the executor runs them all, then ends when the stream closes.
+                    self._closed = True
+                    self._send.close()
+                    self._timer_scope.cancel("runtime closed")
+        finally:
+            for subscriber in self._subscribers:
+                subscriber.close()  # subscribers' iterations end
 
     # ------------------------------------------------------------------ inputs
 
     def observe(self, observation: Observation) -> list[Effect]:
         """Apply one observation now; its effects are queued for execution in order."""
+        self._require_open()
         effects = self.layer.observe(observation)
         self._publish(effects)
         return effects
 
     def apply(self, effects: list[Effect]) -> None:
-        """Queue effects an operator call on the layer returned (`halt`, `resume`, `reset`)."""
+        """Queue effects a call on the layer returned outside `observe`."""
         self._publish(effects)
+
+    def halt(self, reason: str, symbol: str | None = None, ttl: float | None = None) -> None:
+        """Operator halt (see `ReliabilityLayer.halt`); its effects run like any other."""
+        self._require_open()
+        self._publish(self.layer.halt(reason, symbol, ttl))
+
+    def resume(self, symbol: str | None = None) -> None:
+        """Lift an operator halt (see `ReliabilityLayer.resume`)."""
+        self._require_open()
+        self._publish(self.layer.resume(symbol))
+
+    def reset(self, guard: str, symbol: str | None = None) -> None:
+        """Operator reset of a guard (see `ReliabilityLayer.reset`)."""
+        self._require_open()
+        self._publish(self.layer.reset(guard, symbol))
+
+    def _require_open(self) -> None:
+        # Checked before the layer changes: a closed runtime could not run the effects.
+        if self._closed:
+            raise RuntimeError("Runtime is closed: nothing can be observed or run any more")
 
     def _publish(self, effects: list[Effect]) -> None:
         if effects and self._closed:
@@ -115,6 +178,18 @@ class Runtime(anyio.AsyncContextManagerMixin):
     def on_effect(self, callback: EffectCallback) -> None:
         """Call ``callback`` (sync or async) with every effect, in order."""
         self._callbacks.append(callback)
+
+    def subscribe(self, max_buffer: int = 1000) -> MemoryObjectReceiveStream[Record]:
+        """A stream of every `Transitioned` and `ModeChanged` from now on, in order.
+
+        Use ``async with runtime.subscribe() as records: async for record in records``. It
+        ends when the runtime closes. A subscriber that falls ``max_buffer`` records behind is
+        cut off (its stream ends, with a warning logged): the runtime never blocks on it and
+        never buffers without bound.
+        """
+        send, receive = anyio.create_memory_object_stream[Record](max_buffer)
+        self._subscribers.append(send)
+        return receive
 
     def attach_feed(self, name: str, control: FeedControl) -> None:
         """Route ``name``'s feed effects to ``control``."""
@@ -153,10 +228,58 @@ class Runtime(anyio.AsyncContextManagerMixin):
         async with self._receive:
             async for effect in self._receive:
                 self._route(effect)
+                await self._perform(effect)
                 for callback in self._callbacks:
                     result = callback(effect)
                     if inspect.isawaitable(result):
                         await result
+                if isinstance(effect, Transitioned | ModeChanged):
+                    self._notify(effect)
+
+    async def _perform(self, effect: Effect) -> None:
+        match effect:
+            case CancelOpenOrders():
+                await self._cancel(None, effect.reason)
+            case CancelOrders():
+                await self._cancel(effect.order_ids, effect.reason)
+            case Alert():
+                await self._alert(effect)
+            case _:
+                pass
+
+    async def _cancel(self, order_ids: tuple[str, ...] | None, reason: str) -> None:
+        if self.broker is None:
+            return
+        try:
+            if order_ids is None:
+                open_orders = await self.broker.list_orders()
+                order_ids = tuple(
+                    o.order_id for o in open_orders if o.client_order_id.startswith(self.bot_prefix)
+                )
+            if order_ids:
+                cancelled = await self.broker.cancel_orders(order_ids)
+                log.info("cancelled %d order(s) (%s)", len(cancelled), reason)
+        except (BrokerError, OSError, TimeoutError) as err:  # cancellation passes through
+            # The broker already reported the failed call to the layer; say what may be left.
+            which = "every open bot order" if order_ids is None else ", ".join(order_ids)
+            await self._alert(Alert("critical", "cancel failed", f"{which}: {err} ({reason})"))
+
+    async def _alert(self, alert: Alert) -> None:
+        for sink in self.alert_sinks:
+            result = sink(alert)
+            if inspect.isawaitable(result):
+                await result
+
+    def _notify(self, record: Record) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.send_nowait(record)
+            except anyio.WouldBlock:
+                log.warning("a transition subscriber fell behind and was cut off")
+                subscriber.close()
+                self._subscribers.remove(subscriber)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.remove(subscriber)  # the subscriber went away
 
     def _route(self, effect: Effect) -> None:
         match effect:

@@ -19,6 +19,7 @@ from typing import final
 
 from tradeguard.fsm import Side
 from tradeguard.io.broker import (
+    BOT_PREFIX,
     Balance,
     BrokerError,
     Order,
@@ -32,7 +33,6 @@ from tradeguard.io.exchange.market import Market
 
 __all__ = ["BOT_PREFIX", "Venue", "VenueFaults"]
 
-BOT_PREFIX = "bot-"  # client order ids the bot owns start with this
 _HALF_SPREAD = Decimal("0.0005")
 _PRICE_STEP = Decimal("0.01")
 _QTY_STEP = Decimal("0.00000001")
