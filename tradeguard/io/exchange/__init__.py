@@ -1,7 +1,18 @@
 """The embedded simulated exchange: runs on 127.0.0.1 for tests, the demo and preflight."""
 
+from tradeguard.io.exchange.deterministic import DeterministicBroker
 from tradeguard.io.exchange.feed_server import ExchangeFeedServer, Subscription
 from tradeguard.io.exchange.market import Market
+from tradeguard.io.exchange.rest_server import ExchangeRestServer
 from tradeguard.io.exchange.venue import BOT_PREFIX, Venue, VenueFaults
 
-__all__ = ["BOT_PREFIX", "ExchangeFeedServer", "Market", "Subscription", "Venue", "VenueFaults"]
+__all__ = [
+    "BOT_PREFIX",
+    "DeterministicBroker",
+    "ExchangeFeedServer",
+    "ExchangeRestServer",
+    "Market",
+    "Subscription",
+    "Venue",
+    "VenueFaults",
+]
