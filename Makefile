@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit demo bench diagrams clean
+.PHONY: test lint unit demo replay bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: lint unit
 
 demo: $(STAMP)
 	$(BIN)/tradeguard demo
+
+replay: $(STAMP)
+	$(BIN)/tradeguard replay
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py

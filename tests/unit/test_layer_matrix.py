@@ -555,6 +555,19 @@ class TestBrokerOutage:
         assert more == []
         assert layer.guard("broker_outage").state is TRIPPED
 
+    def test_a_failing_kind_is_not_hidden_by_the_other_kinds_successes(self) -> None:
+        # The original counted one streak: a positions read that works every cycle reset it,
+        # so balances could fail forever without the guard ever tripping.
+        layer, _ = make_layer(**BROKER)
+        effects: list[Effect] = []
+        for _ in range(3):
+            effects += layer.observe(ev.BrokerRead("balances", ok=False))
+            effects += layer.observe(ev.BrokerRead("positions", ok=True))
+        assert moves(effects, "broker_outage") == [("HEALTHY", "TRIPPED", "trip")]
+        assert layer.guard("broker_outage").state is TRIPPED  # positions working is not enough
+        recovered = layer.observe(ev.BrokerRead("balances", ok=True))
+        assert moves(recovered, "broker_outage") == [("TRIPPED", "COOLDOWN", "recover")]
+
     def test_a_successful_read_cools_down_then_allows(self) -> None:
         layer, clock = make_layer(**BROKER)
         _observe_all(layer, [ev.BrokerRead("positions", ok=False)] * 3)

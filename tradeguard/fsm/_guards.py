@@ -36,6 +36,7 @@ from tradeguard.fsm.events import ApiCall
 
 __all__ = [
     "ApiHealthGuard",
+    "BrokerOutageGuard",
     "CountingGuard",
     "Guard",
     "MarkStalenessGuard",
@@ -153,8 +154,8 @@ class Guard:
 class CountingGuard(Guard):
     """Trips after ``threshold`` consecutive failures; a success resets the count.
 
-    Used by slippage and validation (``recovers_at_once``), and broker_outage (recovers on
-    the first success after the trip).
+    Used by slippage and validation (``recovers_at_once``: the guard goes straight on to
+    COOLDOWN); without it, the first success after the trip recovers it.
     """
 
     __slots__ = ("alert_title", "failures", "recovers_at_once", "threshold")
@@ -205,6 +206,59 @@ class CountingGuard(Guard):
 
     def _load_counters(self, saved: dict[str, Any], to_mono: ToMono) -> None:
         self.failures = int(saved.get("consecutive_failures", 0))
+
+
+class BrokerOutageGuard(Guard):
+    """Trips after N consecutive failed balance/position reads.
+
+    Two counts, and either trips: failed reads in a row of any kind (a success of either kind
+    resets it), and failed reads in a row per kind. The second exists because a positions
+    endpoint that answers every cycle would otherwise hide a balances endpoint that stopped
+    answering. A successful read recovers the guard once no kind is failing any more.
+    """
+
+    __slots__ = ("by_kind", "streak", "threshold")
+
+    def __init__(self, timers: Timers, *, threshold: int, cooldown_seconds: float) -> None:
+        super().__init__(
+            "broker_outage",
+            None,
+            timers,
+            restriction=TradingMode.REDUCE_ONLY,
+            cooldown_seconds=cooldown_seconds,
+        )
+        self.threshold = threshold
+        self.streak = 0
+        self.by_kind = {"balances": 0, "positions": 0}
+
+    def observe(self, kind: str, ok: bool, at: float) -> list[Effect]:
+        """Count one read of ``kind``; return the effects it caused, in order."""
+        if ok:
+            self.streak = 0
+            self.by_kind[kind] = 0
+            if self.state is _TRIPPED and not any(self.by_kind.values()):
+                return self._fire("recover", at)
+            return []
+        self.streak += 1
+        self.by_kind[kind] += 1
+        worst = max(self.streak, self.by_kind[kind])
+        if self.state is _TRIPPED or worst < self.threshold:
+            return []
+        detail = f"{worst} consecutive failed reads ({kind} last); restricting to REDUCE_ONLY"
+        return [*self._fire("trip", at), Alert("critical", "broker reads failing", detail)]
+
+    def _clear(self) -> None:
+        self.streak = 0
+        self.by_kind = dict.fromkeys(self.by_kind, 0)
+
+    def counters(self) -> dict[str, Any]:
+        return {"consecutive_failures": self.streak, "failures_by_kind": dict(self.by_kind)}
+
+    def _load_counters(self, saved: dict[str, Any], to_mono: ToMono) -> None:
+        self.streak = int(saved.get("consecutive_failures", 0))
+        counts = saved.get("failures_by_kind", {})
+        for kind in self.by_kind:
+            self.by_kind[kind] = int(counts.get(kind, 0)) if isinstance(counts, dict) else 0
 
 
 class ReconciliationGuard(Guard):

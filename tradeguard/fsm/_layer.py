@@ -28,6 +28,7 @@ from tradeguard.fsm._breaker import CircuitBreaker
 from tradeguard.fsm._feed import Feed
 from tradeguard.fsm._guards import (
     ApiHealthGuard,
+    BrokerOutageGuard,
     CountingGuard,
     Guard,
     MarkStalenessGuard,
@@ -152,15 +153,10 @@ class ReliabilityLayer:
             alert_title="validation infrastructure failing",
         )
         self._preview = PreviewGuard(t, threshold=s.preview_failure_disable_after)
-        self._broker = CountingGuard(
-            "broker_outage",
-            None,
+        self._broker = BrokerOutageGuard(
             t,
             threshold=s.broker_outage_max_failures,
-            restriction=_REDUCE_ONLY,
             cooldown_seconds=s.broker_outage_cooldown_seconds,
-            recovers_at_once=False,
-            alert_title="broker reads failing",
         )
         self._reconciliation = ReconciliationGuard(
             None,
@@ -285,7 +281,7 @@ class ReliabilityLayer:
             case PreviewResult():
                 return self._preview.observe(obs.ok, now)
             case BrokerRead():
-                return self._settled(self._broker.observe(obs.ok, now), None, now)
+                return self._settled(self._broker.observe(obs.kind, obs.ok, now), None, now)
             case ReconciliationAudit():
                 effects = self._reconciliation.observe(obs.unknown_order_ids, now)
                 return self._settled(effects, None, now)

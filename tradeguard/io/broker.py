@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol, final, runtime_checkable
@@ -75,6 +76,9 @@ class Quote:
     symbol: str
     bid: Decimal
     ask: Decimal
+    # When the venue last updated the price; None when the venue does not say. A quote whose
+    # time has not moved is not a fresh mark: a frozen price must go stale.
+    time: datetime | None = None
 
     @property
     def mid(self) -> Decimal:

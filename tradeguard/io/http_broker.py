@@ -596,7 +596,7 @@ def parse_pricebooks(body: object) -> dict[str, Quote]:
         for side, levels in (("bids", bids), ("asks", asks)):
             level = f"{where}.{side}[0]"
             best.append(_number(_object(levels[0], level), "price", level, positive=True))
-        quotes[symbol] = Quote(symbol, best[0], best[1])
+        quotes[symbol] = Quote(symbol, best[0], best[1], _optional_time(book, "time", where))
     return quotes
 
 
@@ -605,7 +605,7 @@ def parse_ticker(body: object, symbol: str) -> Quote:
     ticker = _object(body, "body")
     bid = _number(ticker, "best_bid", "body", positive=True)
     ask = _number(ticker, "best_ask", "body", positive=True)
-    return Quote(symbol, bid, ask)
+    return Quote(symbol, bid, ask, _optional_time(ticker, "time", "body"))
 
 
 def parse_product(body: object, symbol: str) -> Product:
@@ -648,15 +648,28 @@ def parse_preview(body: object, request: OrderRequest) -> Preview:
 def parse_server_time(body: object) -> datetime:
     """``{"iso", "epochSeconds"}`` → the venue's time, timezone-aware."""
     answer = _object(body, "body")
-    iso = _text(answer, "iso", "body")
     _number(answer, "epochSeconds", "body", at_least_zero=True)
+    return _time(_text(answer, "iso", "body"), "body.iso")
+
+
+def _time(iso: str, where: str) -> datetime:
     try:
         when = datetime.fromisoformat(iso)
     except ValueError:
-        raise MalformedResponse(f"body.iso is not an ISO 8601 time: {iso!r}") from None
+        raise MalformedResponse(f"{where} is not an ISO 8601 time: {iso!r}") from None
     if when.tzinfo is None:
-        raise MalformedResponse(f"body.iso has no timezone: {iso!r}")
+        raise MalformedResponse(f"{where} has no timezone: {iso!r}")
     return when
+
+
+def _optional_time(obj: dict[str, Any], key: str, where: str) -> datetime | None:
+    """An optional ISO 8601 time: absent or null is None, anything else must parse."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedResponse(f"{where}.{key} must be an ISO 8601 string, got {_show(value)}")
+    return _time(value, f"{where}.{key}")
 
 
 # ---------------------------------------------------------------------- strict readers

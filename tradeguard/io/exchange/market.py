@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import final
 
@@ -17,7 +18,8 @@ _STEP = Decimal("0.001")  # at most 0.1% per step
 class Market:
     """Prices for a set of symbols, moved one seeded random step at a time.
 
-    A frozen symbol keeps its price and gets no ticker (its marks go stale).
+    A frozen symbol keeps its price and its update time, and gets no ticker (its marks go
+    stale). The update times are wall-clock: they are what the venue reports as a quote's time.
     """
 
     def __init__(self, symbols: Iterable[str], rng: random.Random) -> None:
@@ -25,16 +27,20 @@ class Market:
         if not self.prices:
             raise ValueError("a market needs at least one symbol")
         self.frozen: set[str] = set()
+        started = datetime.now(UTC)
+        self.updated: dict[str, datetime] = dict.fromkeys(self.prices, started)
         self._rng = rng
 
     def step(self) -> dict[str, Decimal]:
         """Move every unfrozen price one step; return the prices that moved."""
         moved = {}
+        now = datetime.now(UTC)
         for symbol, price in self.prices.items():
             if symbol in self.frozen:
                 continue
             change = _STEP * Decimal(self._rng.uniform(-1, 1)).quantize(Decimal("0.0001"))
             moved[symbol] = self.prices[symbol] = (price * (1 + change)).quantize(Decimal("0.01"))
+            self.updated[symbol] = now
         return moved
 
     def freeze(self, symbol: str, frozen: bool = True) -> None:

@@ -316,6 +316,7 @@ class ExchangeRestServer(anyio.AsyncContextManagerMixin):
                 "product_id": q.symbol,
                 "bids": [{"price": str(q.bid), "size": "1"}],
                 "asks": [{"price": str(q.ask), "size": "1"}],
+                "time": _iso(q.time),
             }
             for q in quotes.values()
         ]
@@ -324,7 +325,12 @@ class ExchangeRestServer(anyio.AsyncContextManagerMixin):
     async def _ticker(self, request: web.Request) -> web.Response:
         quote = self.venue.quote(request.match_info["product_id"])
         return web.json_response(
-            {"best_bid": str(quote.bid), "best_ask": str(quote.ask), "trades": []}
+            {
+                "best_bid": str(quote.bid),
+                "best_ask": str(quote.ask),
+                "time": _iso(quote.time),
+                "trades": [],
+            }
         )
 
     async def _product(self, request: web.Request) -> web.Response:
@@ -468,3 +474,7 @@ def _order_json(order: Order) -> dict[str, Any]:
         "filled_size": size if filled else "0",
         "average_filled_price": str(order.fill_price) if filled else "0",
     }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat().replace("+00:00", "Z")

@@ -95,7 +95,7 @@ class Venue:
         price = self._price(symbol)
         bid = (price * (1 - _HALF_SPREAD)).quantize(_PRICE_STEP)
         ask = (price * (1 + _HALF_SPREAD)).quantize(_PRICE_STEP)
-        return Quote(symbol, bid, ask)
+        return Quote(symbol, bid, ask, self.market.updated[symbol])
 
     def quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
         """Quotes for every known symbol asked for (unknown ones are left out)."""

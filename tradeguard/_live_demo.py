@@ -1,0 +1,329 @@
+"""``tradeguard demo``: the reference loop trading against the embedded exchange, broken on cue.
+
+Starts the embedded exchange (REST and websocket on 127.0.0.1), a `Runtime` with an
+`HttpBroker` and a `FeedClient`, and the reference `TradingLoop` on a few symbols, with
+demo-length timings (cooldowns of seconds, not minutes). A scripted timeline then breaks the
+exchange once per decision-matrix row and heals it again, while a printer shows every guard
+transition, every mode change, the orders placed and the first refusal of each restriction.
+
+The closing check is independent of the layer's own answers: every order the exchange filled
+is compared with the guard states at the moment the loop sent it. ``--seed`` fixes prices,
+strategy choices, reconnect jitter and error draws; wall-clock timing still varies a little
+from machine to machine, so two runs print the same story, not byte-identical text.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TextIO
+
+import anyio
+
+from tradeguard.config import Settings
+from tradeguard.fsm import ReliabilityLayer, Side
+from tradeguard.fsm.effects import ModeChanged, Transitioned
+from tradeguard.io.broker import Balance, Order, OrderRequest, Preview, Product, Quote
+from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
+from tradeguard.io.exchange.rest_server import ExchangeRestServer
+from tradeguard.io.feed import FeedClient
+from tradeguard.io.http_broker import HttpBroker
+from tradeguard.io.loop import LoopEvent, TradingLoop
+from tradeguard.io.runtime import Runtime
+
+__all__ = ["DEMO_SETTINGS", "run_live_demo"]
+
+# Demo-length timings: every cooldown a few seconds so each row trips and recovers on screen.
+DEMO_SETTINGS = {
+    "api_error_rate_window_seconds": 4.0,
+    "api_error_rate_min_calls": 6,
+    "api_health_cooldown_seconds": 3.0,
+    "circuit_failure_threshold": 3,
+    "circuit_recovery_timeout": 1.5,
+    "mark_staleness_threshold_seconds": 1.5,
+    "mark_staleness_cooldown_seconds": 2.0,
+    "slippage_pause_seconds": 2.5,
+    "validation_failure_cooldown_seconds": 2.5,
+    "broker_outage_cooldown_seconds": 2.5,
+    "ws_reconnect_backoff_base": 0.05,
+    "ws_reconnect_backoff_max": 0.4,
+    "ws_reconnect_max_attempts": 4,
+    "ws_reconnect_reset_seconds": 2.0,
+    "ws_reconnect_pause_seconds": 2.5,
+    "ws_message_stale_seconds": 1.0,
+    "health_check_interval": 1.0,
+}
+CYCLE_SECONDS = 0.2
+BASE_DURATION = 48.0
+
+
+@dataclass
+class _Demo:
+    layer: ReliabilityLayer
+    runtime: Runtime
+    venue: Venue
+    rest: ExchangeRestServer
+    feed: ExchangeFeedServer
+    symbols: list[str]
+    out: TextIO
+    started: float = field(default_factory=time.monotonic)
+    placed: int = 0
+    placed_opening: int = 0
+    refused: int = 0
+    violations: list[str] = field(default_factory=list)
+    rows_tripped: set[str] = field(default_factory=set)
+    _last_refusal: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        self.out.write(f"{time.monotonic() - self.started:6.1f}s  {text}\n")
+        self.out.flush()
+
+    # ------------------------------------------------------------------ printing
+
+    def on_record(self, record: Transitioned | ModeChanged) -> None:
+        if isinstance(record, ModeChanged):
+            why = ", ".join(f"{r.guard} {r.state}" for r in record.reasons) or "nothing in force"
+            scope = record.scope or "ALL SYMBOLS"
+            self.say(f"  MODE {scope}: {record.source.name} -> {record.dest.name}  ({why})")
+        elif record.machine != "mode":
+            where = "" if record.scope is None else f"[{record.scope}]"
+            move = f"{record.source} -> {record.dest} ({record.trigger})"
+            self.say(f"  {record.machine}{where}: {move}")
+            if record.dest in ("TRIPPED", "DEGRADED", "OPEN"):
+                self.rows_tripped.add(record.machine.split(":")[0])
+
+    def on_loop_event(self, event: LoopEvent) -> None:
+        if event.kind == "placed":
+            self.placed += 1
+        elif event.kind == "refused" and event.symbol is not None:
+            self.refused += 1
+            reasons = tuple(
+                f"{r.guard}{'' if r.scope is None else '@' + r.scope} {r.state}"
+                for r in (event.decision.reasons if event.decision else ())
+            )
+            if self._last_refusal.get(event.symbol) != reasons:
+                self._last_refusal[event.symbol] = reasons
+                self.say(f"  refused on {event.symbol}: {event.detail} ({', '.join(reasons)})")
+
+    def audit_sending(self, request: OrderRequest) -> None:
+        """Independent of decide(): at the instant an order is sent, is it opening a position
+        (judged from the exchange's own books) while anything restricts its symbol?"""
+        held = self.venue.positions.get(request.symbol, Decimal(0))
+        reducing = held * (1 if request.side is Side.SELL else -1) >= request.quantity
+        if reducing:
+            return
+        self.placed_opening += 1
+        status = self.layer.status()
+        scope = status["symbols"].get(request.symbol)
+        restricting = [
+            f"{name} {g['state']}"
+            for sc in (status["global"], scope or {"guards": {}})
+            for name, g in sc["guards"].items()
+            if name != "preview" and g["state"] != "HEALTHY"
+        ]
+        if scope is None or not scope.get("has_mark", False):
+            restricting.append("no mark")
+        for sc in (status["global"], scope or {}):
+            if sc.get("halt", {}).get("state") == "HALTED":
+                restricting.append("operator halt")
+        if restricting:
+            self.violations.append(f"{request.symbol}: opening order while {restricting}")
+
+
+class _AuditedBroker:
+    """The broker the loop trades through, with the demo's check at the moment of sending."""
+
+    def __init__(self, broker: HttpBroker, demo: _Demo) -> None:
+        self._broker = broker
+        self._demo = demo
+
+    async def list_balances(self) -> list[Balance]:
+        return await self._broker.list_balances()
+
+    async def list_positions(self) -> dict[str, Decimal]:
+        return await self._broker.list_positions()
+
+    async def list_orders(self) -> list[Order]:
+        return await self._broker.list_orders()
+
+    async def get_best_bid_ask(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        return await self._broker.get_best_bid_ask(symbols)
+
+    async def get_ticker(self, symbol: str) -> Quote:
+        return await self._broker.get_ticker(symbol)
+
+    async def get_product(self, symbol: str) -> Product:
+        return await self._broker.get_product(symbol)
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        self._demo.audit_sending(request)
+        return await self._broker.place_order(request)
+
+    async def cancel_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return await self._broker.cancel_orders(order_ids)
+
+    async def preview_order(self, request: OrderRequest) -> Preview:
+        return await self._broker.preview_order(request)
+
+
+Step = Callable[[_Demo], Awaitable[None] | None]
+
+
+def _set_faults(**changes: Any) -> Step:
+    def step(demo: _Demo) -> None:
+        for name, value in changes.items():
+            setattr(demo.venue.faults, name, value)
+
+    return step
+
+
+async def _ws_down(demo: _Demo) -> None:
+    demo.feed.refuse_handshakes(503)
+    await demo.feed.drop_all(1012)
+
+
+def _freeze(symbol: str, frozen: bool) -> Step:
+    return lambda demo: demo.venue.market.freeze(symbol, frozen)
+
+
+def _drift(symbol: str) -> Step:
+    def step(demo: _Demo) -> None:
+        ghosts = demo.venue.inject_unknown_orders(symbol, 2)
+        demo.say(f"  (the exchange now holds bot-owned orders the bot never placed: {ghosts})")
+
+    return step
+
+
+# (seconds into a 48 s run, matrix row, what happens, how)
+def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
+    first, second = symbols[0], symbols[1]
+    two_pct = Decimal("0.02")
+    return [
+        (
+            2.0,
+            "api_health",
+            "error storm: every REST call answers 503",
+            lambda d: d.rest.error_storm(1.0, 503),
+        ),
+        (4.0, "api_health", "the API answers again", lambda d: d.rest.error_storm(0.0)),
+        (
+            9.0,
+            "api_health",
+            "rate-limit burst: 429 with usage headers",
+            lambda d: d.rest.rate_limited(True),
+        ),
+        (10.0, "api_health", "rate limit lifted", lambda d: d.rest.rate_limited(False)),
+        (14.0, "mark_staleness", f"{first} marks freeze", _freeze(first, True)),
+        (16.5, "mark_staleness", f"{first} marks flow again", _freeze(first, False)),
+        (20.0, "slippage", "slippage spike: fills 2% from the mid", _set_faults(slippage=two_pct)),
+        (21.5, "slippage", "slippage back to normal", _set_faults(slippage=Decimal(0))),
+        (
+            24.5,
+            "validation",
+            "validation infrastructure (product lookups) failing",
+            _set_faults(failing_products=True),
+        ),
+        (26.0, "validation", "validation infrastructure back", _set_faults(failing_products=False)),
+        (28.5, "preview", "order previews failing", _set_faults(failing_previews=True)),
+        (
+            30.0,
+            "preview",
+            "previews work again (preview stays off for the session)",
+            _set_faults(failing_previews=False),
+        ),
+        (
+            31.0,
+            "broker_outage",
+            "balance and position reads failing",
+            _set_faults(failing_reads={"balances", "positions"}),
+        ),
+        (33.0, "broker_outage", "reads back", _set_faults(failing_reads=set())),
+        (36.0, "reconciliation", "order drift at the exchange", _drift(second)),
+        (39.5, "websocket", "websocket drops; handshakes refused with 503", _ws_down),
+        (
+            43.0,
+            "websocket",
+            "the websocket accepts connections again",
+            lambda d: d.feed.refuse_handshakes(None),
+        ),
+    ]
+
+
+async def _run(seed: int, duration: float, symbols: list[str], out: TextIO) -> int:
+    settings = Settings(**DEMO_SETTINGS)  # type: ignore[arg-type]
+    layer = ReliabilityLayer(settings, time.monotonic, rng=random.Random(seed))
+    market = Market(symbols, random.Random(seed + 1))
+    venue = Venue(market, random.Random(seed + 2))
+    scale = duration / BASE_DURATION
+    async with (
+        ExchangeRestServer(venue, rng=random.Random(seed + 3)) as rest,
+        ExchangeFeedServer(market, tick_interval=0.1, heartbeat_interval=0.25) as feed_server,
+        Runtime(layer) as runtime,
+        HttpBroker(rest.url, runtime, timeout=1.0) as broker,
+    ):
+        runtime.broker = broker
+        demo = _Demo(layer, runtime, venue, rest, feed_server, symbols, out)
+        demo.say(f"tradeguard demo: {', '.join(symbols)} on {rest.url} and {feed_server.url}")
+        records = runtime.subscribe(max_buffer=100_000)
+        audited = _AuditedBroker(broker, demo)
+        loop = TradingLoop(
+            runtime, audited, symbols, rng=random.Random(seed + 4), on_event=demo.on_loop_event
+        )
+        feed = FeedClient(runtime, feed_server.url, symbols, close_timeout=0.2)
+        async with anyio.create_task_group() as printer:
+            printer.start_soon(_print_records, records, demo)
+            await runtime.start(feed.run)
+            await runtime.start(loop.run, CYCLE_SECONDS)
+            for at, row, title, step in _timeline(symbols):
+                await anyio.sleep(max(0.0, demo.started + at * scale - time.monotonic()))
+                demo.say(f"=== [{row}] {title}")
+                result = step(demo)
+                if result is not None:
+                    await result
+            await anyio.sleep(max(0.0, demo.started + duration - time.monotonic()))
+            printer.cancel_scope.cancel()
+        return _summary(demo)
+
+
+async def _print_records(records: Any, demo: _Demo) -> None:
+    async with records:
+        async for record in records:
+            demo.on_record(record)
+
+
+def _summary(demo: _Demo) -> int:
+    rows = {
+        "api_health",
+        "mark_staleness",
+        "slippage",
+        "validation",
+        "preview",
+        "broker_outage",
+        "reconciliation",
+        "websocket",
+    }
+    missed = sorted(rows - demo.rows_tripped)
+    w = demo.out.write
+    w("\nsummary\n")
+    w(f"  guards tripped: {', '.join(sorted(demo.rows_tripped & rows))}\n")
+    w(f"  orders placed: {demo.placed} ({demo.placed_opening} opening); refused {demo.refused}\n")
+    modes = " ".join(f"{s}={demo.layer.mode(s).name}" for s in demo.symbols)
+    w(f"  final modes: global={demo.layer.mode().name} {modes}\n")
+    w(f"  opening orders placed while restricted: {len(demo.violations)}\n")
+    for violation in demo.violations:
+        w(f"    {violation}\n")
+    if missed:
+        w(f"  rows that did not trip: {', '.join(missed)}\n")
+    ok = not missed and not demo.violations
+    w(f"  result: {'OK' if ok else 'FAILED'}\n")
+    return 0 if ok else 1
+
+
+def run_live_demo(*, seed: int, duration: float, symbols: list[str], out: TextIO) -> int:
+    """Run the live demo; 0 when every row tripped and no opening order slipped through."""
+    if duration < 30:
+        raise ValueError(f"--duration must be at least 30 seconds, got {duration:g}")
+    return anyio.run(_run, seed, duration, symbols, out)
