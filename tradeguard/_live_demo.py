@@ -25,7 +25,7 @@ import anyio
 
 from tradeguard.config import Settings
 from tradeguard.fsm import ReliabilityLayer, Side
-from tradeguard.fsm.effects import ModeChanged, Transitioned
+from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
 from tradeguard.io.broker import Balance, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
 from tradeguard.io.exchange.rest_server import ExchangeRestServer
@@ -41,7 +41,11 @@ DEMO_SETTINGS = {
     "api_error_rate_window_seconds": 4.0,
     "api_error_rate_min_calls": 6,
     "api_health_cooldown_seconds": 3.0,
-    "circuit_failure_threshold": 3,
+    # Breakers open after more failures than validation and preview need to trip, so those
+    # two rows show their own guard rather than only the breaker they also strain.
+    "circuit_failure_threshold": 8,
+    "validation_failure_escalate_after": 3,
+    "preview_failure_disable_after": 3,
     "circuit_recovery_timeout": 1.5,
     "mark_staleness_threshold_seconds": 1.5,
     "mark_staleness_cooldown_seconds": 2.0,
@@ -63,7 +67,6 @@ BASE_DURATION = 48.0
 @dataclass
 class _Demo:
     layer: ReliabilityLayer
-    runtime: Runtime
     venue: Venue
     rest: ExchangeRestServer
     feed: ExchangeFeedServer
@@ -100,13 +103,16 @@ class _Demo:
             self.placed += 1
         elif event.kind == "refused" and event.symbol is not None:
             self.refused += 1
-            reasons = tuple(
-                f"{r.guard}{'' if r.scope is None else '@' + r.scope} {r.state}"
-                for r in (event.decision.reasons if event.decision else ())
-            )
-            if self._last_refusal.get(event.symbol) != reasons:
-                self._last_refusal[event.symbol] = reasons
-                self.say(f"  refused on {event.symbol}: {event.detail} ({', '.join(reasons)})")
+            found = event.decision.reasons if event.decision else ()
+            guards = tuple(sorted({r.guard for r in found}))
+            # One line per new set of restricting guards, not one per refused order.
+            if self._last_refusal.get(event.symbol) != guards:
+                self._last_refusal[event.symbol] = guards
+                why = ", ".join(f"{r.guard} {r.state}" for r in found)
+                self.say(f"  order refused on {event.symbol} ({why})")
+
+    def on_alert(self, alert: Alert) -> None:
+        self.say(f"  ! {alert.severity.upper()}: {alert.title}: {alert.detail}")
 
     def audit_sending(self, request: OrderRequest) -> None:
         """Independent of decide(): at the instant an order is sent, is it opening a position
@@ -215,7 +221,7 @@ def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
             "rate-limit burst: 429 with usage headers",
             lambda d: d.rest.rate_limited(True),
         ),
-        (10.0, "api_health", "rate limit lifted", lambda d: d.rest.rate_limited(False)),
+        (9.5, "api_health", "rate limit lifted", lambda d: d.rest.rate_limited(False)),
         (14.0, "mark_staleness", f"{first} marks freeze", _freeze(first, True)),
         (16.5, "mark_staleness", f"{first} marks flow again", _freeze(first, False)),
         (20.0, "slippage", "slippage spike: fills 2% from the mid", _set_faults(slippage=two_pct)),
@@ -257,35 +263,45 @@ async def _run(seed: int, duration: float, symbols: list[str], out: TextIO) -> i
     layer = ReliabilityLayer(settings, time.monotonic, rng=random.Random(seed))
     market = Market(symbols, random.Random(seed + 1))
     venue = Venue(market, random.Random(seed + 2))
-    scale = duration / BASE_DURATION
     async with (
         ExchangeRestServer(venue, rng=random.Random(seed + 3)) as rest,
         ExchangeFeedServer(market, tick_interval=0.1, heartbeat_interval=0.25) as feed_server,
-        Runtime(layer) as runtime,
-        HttpBroker(rest.url, runtime, timeout=1.0) as broker,
     ):
-        runtime.broker = broker
-        demo = _Demo(layer, runtime, venue, rest, feed_server, symbols, out)
+        demo = _Demo(layer, venue, rest, feed_server, symbols, out)
         demo.say(f"tradeguard demo: {', '.join(symbols)} on {rest.url} and {feed_server.url}")
-        records = runtime.subscribe(max_buffer=100_000)
-        audited = _AuditedBroker(broker, demo)
-        loop = TradingLoop(
-            runtime, audited, symbols, rng=random.Random(seed + 4), on_event=demo.on_loop_event
-        )
-        feed = FeedClient(runtime, feed_server.url, symbols, close_timeout=0.2)
-        async with anyio.create_task_group() as printer:
-            printer.start_soon(_print_records, records, demo)
-            await runtime.start(feed.run)
-            await runtime.start(loop.run, CYCLE_SECONDS)
-            for at, row, title, step in _timeline(symbols):
-                await anyio.sleep(max(0.0, demo.started + at * scale - time.monotonic()))
-                demo.say(f"=== [{row}] {title}")
-                result = step(demo)
-                if result is not None:
-                    await result
-            await anyio.sleep(max(0.0, demo.started + duration - time.monotonic()))
-            printer.cancel_scope.cancel()
+        runtime = Runtime(layer, alert_sinks=(demo.on_alert,))
+        # The broker outlives the runtime: effects still queued when the runtime closes
+        # (a cancel on a late trip) run through it.
+        async with HttpBroker(rest.url, runtime, timeout=1.0) as broker:
+            runtime.broker = broker
+            async with runtime:
+                await _trade(demo, runtime, broker, seed, duration)
         return _summary(demo)
+
+
+async def _trade(
+    demo: _Demo, runtime: Runtime, broker: HttpBroker, seed: int, duration: float
+) -> None:
+    symbols = demo.symbols
+    scale = duration / BASE_DURATION
+    records = runtime.subscribe(max_buffer=100_000)
+    audited = _AuditedBroker(broker, demo)
+    loop = TradingLoop(
+        runtime, audited, symbols, rng=random.Random(seed + 4), on_event=demo.on_loop_event
+    )
+    feed = FeedClient(runtime, demo.feed.url, symbols, close_timeout=0.2)
+    async with anyio.create_task_group() as printer:
+        printer.start_soon(_print_records, records, demo)
+        await runtime.start(feed.run)
+        await runtime.start(loop.run, CYCLE_SECONDS)
+        for at, row, title, step in _timeline(symbols):
+            await anyio.sleep(max(0.0, demo.started + at * scale - time.monotonic()))
+            demo.say(f"=== [{row}] {title}")
+            result = step(demo)
+            if result is not None:
+                await result
+        await anyio.sleep(max(0.0, demo.started + duration - time.monotonic()))
+        printer.cancel_scope.cancel()
 
 
 async def _print_records(records: Any, demo: _Demo) -> None:
