@@ -30,6 +30,7 @@ replay: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_loop.py
 
 diagrams: $(STAMP)
 	$(BIN)/tradeguard diagrams

@@ -66,7 +66,8 @@ async def main() -> None:
     verdict = "target met" if ratio >= 3.5 else "BELOW TARGET (3.5x)"
     print(f"  cycle, 1 permit (sequential)     {sequential * 1000:8.0f} ms")
     print(
-        f"  cycle, 5 permits (concurrent)    {concurrent * 1000:8.0f} ms   {ratio:.2f}x faster  {verdict}"
+        f"  cycle, 5 permits (concurrent)    {concurrent * 1000:8.0f} ms   "
+        f"{ratio:.2f}x faster  {verdict}"
     )
     _, per_symbol_calls = await cycle_seconds(5, per_symbol_quotes=True)
     tickers = per_symbol_calls - 1  # the batch call still goes out, and comes back empty
