@@ -44,3 +44,16 @@ def test_bad_usage_exits_2() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--duration", "10"],
+        ["demo", "--symbols", "BTC-USD"],
+    ],
+)
+def test_demo_refuses_a_run_too_short_or_with_one_symbol(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
