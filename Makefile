@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit demo replay bench diagrams clean
+.PHONY: test lint unit chaos demo replay bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint unit
+
+# The seed's rollout checklist, step 3: the harness's own tests, then the engine under chaos.
+chaos: $(STAMP)
+	$(BIN)/pytest tests/chaos/test_chaos_harness.py
+	$(BIN)/pytest tests/chaos/test_engine_chaos.py
 
 demo: $(STAMP)
 	$(BIN)/tradeguard demo

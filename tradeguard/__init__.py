@@ -1,8 +1,11 @@
 """tradeguard: the reliability layer of an automated trading engine.
 
 Only pure names are exported here, so ``import tradeguard`` loads no I/O; the asyncio shell
-lives in `tradeguard.io`.
+lives in `tradeguard.io`. ``from tradeguard import DeterministicBroker`` also works (the seed's
+chaos examples import it from the package): it is loaded on first use, with the shell.
 """
+
+from typing import Any
 
 from tradeguard.config import Settings
 from tradeguard.errors import (
@@ -26,9 +29,13 @@ from tradeguard.fsm import (
 from tradeguard.fsm.effects import Reason
 
 
-def __getattr__(name: str) -> str:
-    # importlib.metadata pulls in email and socket; read the version only when asked, so
-    # `import tradeguard` stays free of I/O modules.
+def __getattr__(name: str) -> Any:
+    # importlib.metadata pulls in email and socket, and DeterministicBroker the asyncio shell:
+    # both load only when asked for, so `import tradeguard` stays free of I/O modules.
+    if name == "DeterministicBroker":
+        from tradeguard.testing import DeterministicBroker
+
+        return DeterministicBroker
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

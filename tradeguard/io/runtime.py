@@ -153,6 +153,15 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._require_open()
         self._publish(self.layer.reset(guard, symbol))
 
+    def clock_moved(self) -> None:
+        """The layer's clock jumped (a `ManualClock` advanced in a test): re-check deadlines now.
+
+        The timer sleeps on the event loop for as long as the layer's clock says is left;
+        with a manual clock that time never passes by itself, so a test advances the clock and
+        calls this (`tradeguard.testing.advance` does both and waits for the effects to run).
+        """
+        self._wake.set()
+
     def _require_open(self) -> None:
         # Checked before the layer changes: a closed runtime could not run the effects.
         if self._closed:
