@@ -113,6 +113,16 @@ class Guard:
     def _cooldown_over(self, at: float) -> list[Effect]:
         return self._fire("expire", at) if self.state is _COOLDOWN else []
 
+    def force_trip(self, reason: str, at: float) -> list[Effect]:
+        """Trip from outside: a startup check found the fault before any observation did.
+
+        The guard then recovers by its own rule (a fresh mark, a healthy API view, ...).
+        """
+        if self.state is _TRIPPED:
+            return []
+        where = "" if self.scope is None else f" for {self.scope}"
+        return [*self._fire("trip", at), Alert("critical", f"{self.name} tripped{where}", reason)]
+
     def reset(self, at: float) -> list[Effect]:
         """Operator reset: forget the counts and go HEALTHY, whatever the state."""
         self._clear()

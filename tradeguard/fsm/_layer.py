@@ -561,6 +561,26 @@ class ReliabilityLayer:
         self._due_at = self._next_due()
         return effects
 
+    def trip(self, guard: str, reason: str, symbol: str | None = None) -> list[Effect]:
+        """Trip a guard from outside (audited): preflight found its fault at startup.
+
+        The guard recovers by its own rule: mark_staleness on a fresh mark, api_health once an
+        API call shows none of its conditions hold, and so on, then cools down as usual.
+
+        Raises:
+            UnknownGuard: no guard has that name.
+            InvalidObservation: an empty reason, or the symbol does not fit the guard's scope.
+        """
+        self.guard(guard, symbol)  # validates name and scope before anything changes
+        _require_name("reason", reason)
+        now = self._now()
+        effects = self._advance(now)
+        scope = self._global if symbol is None else self._scope(symbol)
+        effects += scope.guards[guard].force_trip(reason, now)
+        effects += self._settle(symbol, now)
+        self._due_at = self._next_due()
+        return effects
+
     def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
         """Operator reset of one guard to HEALTHY, counts forgotten (audited as a transition).
 
