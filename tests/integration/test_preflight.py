@@ -188,3 +188,17 @@ async def test_the_report_is_written_atomically_as_json(tmp_path: Path) -> None:
     assert body["ready"] is True and body["profile"] == "canary"
     assert body["checks"][0]["name"] == "config"
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+
+async def test_the_runtime_starts_in_the_mode_the_preflight_found() -> None:
+    from tradeguard.io import Runtime
+
+    environ = {"RISK_MARK_STALENESS_THRESHOLD_SECONDS": "0.2"}
+    async with exchange() as (rest, feed, market):
+        market.freeze("BTC-USD")
+        await anyio.sleep(0.3)
+        report = await preflight(rest, feed, environ=environ)
+    layer = ReliabilityLayer(Settings(), lambda: 0.0, rng=random.Random(0))
+    async with Runtime(layer, preflight=report):
+        assert layer.guard("mark_staleness", "BTC-USD").state is GuardState.TRIPPED
+        assert layer.mode("BTC-USD") is TradingMode.REDUCE_ONLY

@@ -42,7 +42,15 @@ from tradeguard.fsm.effects import (
 from tradeguard.fsm.events import Observation
 from tradeguard.io.broker import BOT_PREFIX, Broker, BrokerError
 
-__all__ = ["AlertSink", "EffectCallback", "FeedControl", "Record", "Runtime", "log_alert"]
+__all__ = [
+    "AlertSink",
+    "EffectCallback",
+    "FeedControl",
+    "Record",
+    "Runtime",
+    "StartingMode",
+    "log_alert",
+]
 
 log = logging.getLogger("tradeguard.io.runtime")
 
@@ -55,6 +63,14 @@ def log_alert(alert: Alert) -> None:
     """The default alert sink: a log record at the alert's severity."""
     level = {"info": logging.INFO, "warning": logging.WARNING}.get(alert.severity, logging.ERROR)
     log.log(level, "ALERT %s: %s", alert.title, alert.detail)
+
+
+class StartingMode(Protocol):
+    """What sets the layer's starting mode (a `tradeguard.io.preflight.PreflightReport`)."""
+
+    def apply(self, layer: ReliabilityLayer) -> list[Effect]:
+        """Trip what the startup checks found broken; returns the effects."""
+        ...
 
 
 class FeedControl(Protocol):
@@ -85,11 +101,13 @@ class Runtime(anyio.AsyncContextManagerMixin):
         broker: Broker | None = None,
         alert_sinks: tuple[AlertSink, ...] = (log_alert,),
         bot_prefix: str = BOT_PREFIX,
+        preflight: StartingMode | None = None,
     ) -> None:
         self.layer = layer
         self.broker = broker
         self.alert_sinks = alert_sinks
         self.bot_prefix = bot_prefix
+        self._preflight = preflight
         self._subscribers: list[MemoryObjectSendStream[Record]] = []
         self._clock = layer.clock
         self._send, self._receive = anyio.create_memory_object_stream[Effect](math.inf)
@@ -106,6 +124,9 @@ class Runtime(anyio.AsyncContextManagerMixin):
         try:
             async with anyio.create_task_group() as core:
                 core.start_soon(self._execute_effects)
+                if self._preflight is not None:
+                    # The starting mode comes first: nothing trades before it is in force.
+                    self._publish(self._preflight.apply(self.layer))
                 await core.start(self._run_timer)  # returns once the first deadline is armed
                 try:
                     async with anyio.create_task_group() as tasks:
