@@ -5,6 +5,8 @@ Starts the embedded exchange (REST and websocket on 127.0.0.1), a `Runtime` with
 demo-length timings (cooldowns of seconds, not minutes). A scripted timeline then breaks the
 exchange once per decision-matrix row and heals it again, while a printer shows every guard
 transition, every mode change, the orders placed and the first refusal of each restriction.
+The runtime's ``/metrics``, ``/health`` and ``/status`` are served on an ephemeral port of
+127.0.0.1 for the whole run; their URLs are printed first.
 
 The closing check is independent of the layer's own answers: every order the exchange filled
 is compared with the guard states at the moment the loop sent it. ``--seed`` fixes prices,
@@ -31,7 +33,9 @@ from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
 from tradeguard.io.exchange.rest_server import ExchangeRestServer
 from tradeguard.io.feed import FeedClient
 from tradeguard.io.http_broker import HttpBroker
+from tradeguard.io.http_status import StatusServer
 from tradeguard.io.loop import LoopEvent, TradingLoop
+from tradeguard.io.metrics import Metrics, attach_metrics
 from tradeguard.io.runtime import Runtime
 
 __all__ = ["DEMO_SETTINGS", "run_live_demo"]
@@ -275,20 +279,35 @@ async def _run(seed: int, duration: float, symbols: list[str], out: TextIO) -> i
         async with HttpBroker(rest.url, runtime, timeout=1.0) as broker:
             runtime.broker = broker
             async with runtime:
-                await _trade(demo, runtime, broker, seed, duration)
+                metrics = Metrics()
+                await attach_metrics(runtime, metrics)
+                async with StatusServer(runtime, metrics) as status:
+                    for path in ("metrics", "health", "status"):
+                        demo.say(f"{path}: {status.url}/{path}")
+                    # The loop's profile spans are recorded where the metrics are active.
+                    with metrics.activate():
+                        await _trade(demo, runtime, broker, seed, duration, metrics)
         return _summary(demo)
 
 
 async def _trade(
-    demo: _Demo, runtime: Runtime, broker: HttpBroker, seed: int, duration: float
+    demo: _Demo,
+    runtime: Runtime,
+    broker: HttpBroker,
+    seed: int,
+    duration: float,
+    metrics: Metrics,
 ) -> None:
     symbols = demo.symbols
     scale = duration / BASE_DURATION
     records = runtime.subscribe(max_buffer=100_000)
     audited = _AuditedBroker(broker, demo)
-    loop = TradingLoop(
-        runtime, audited, symbols, rng=random.Random(seed + 4), on_event=demo.on_loop_event
-    )
+
+    def on_event(event: LoopEvent) -> None:
+        demo.on_loop_event(event)
+        metrics.on_loop_event(event)  # refused decisions, by reason
+
+    loop = TradingLoop(runtime, audited, symbols, rng=random.Random(seed + 4), on_event=on_event)
     feed = FeedClient(runtime, demo.feed.url, symbols, close_timeout=0.2)
     async with anyio.create_task_group() as printer:
         printer.start_soon(_print_records, records, demo)

@@ -6,6 +6,7 @@ simulated exchange lives in `tradeguard.io.exchange`.
 
 from tradeguard.io.feed import FeedClient, Ticker
 from tradeguard.io.http_broker import CircuitOpen, HttpBroker
+from tradeguard.io.http_status import Health, HealthStatus, StatusServer
 from tradeguard.io.loop import (
     CycleReport,
     LoopEvent,
@@ -15,6 +16,8 @@ from tradeguard.io.loop import (
     SyncBroker,
     TradingLoop,
 )
+from tradeguard.io.metrics import Metrics, attach_metrics
+from tradeguard.io.profiling import ProfileSample, profile_span, record_profile
 from tradeguard.io.runtime import EffectCallback, FeedControl, Runtime
 
 __all__ = [
@@ -23,13 +26,21 @@ __all__ = [
     "EffectCallback",
     "FeedClient",
     "FeedControl",
+    "Health",
+    "HealthStatus",
     "HttpBroker",
     "LoopEvent",
     "LoopEventKind",
+    "Metrics",
+    "ProfileSample",
     "RandomStrategy",
     "Runtime",
+    "StatusServer",
     "Strategy",
     "SyncBroker",
     "Ticker",
     "TradingLoop",
+    "attach_metrics",
+    "profile_span",
+    "record_profile",
 ]

@@ -22,6 +22,13 @@ Theory of operation. One cycle (`TradingLoop.run_cycle`) runs four steps:
    priced the order, check the fill's slippage against the quote's mid.
 4. A `CycleReport` sums the cycle up; every step also reports a `LoopEvent` to ``on_event``.
 
+Profiling. The seed's hot paths are timed with `tradeguard.io.profiling.profile_span`:
+``fetch_positions`` (step 1), ``strategy_decision`` (the proposals of step 3),
+``order_placement`` (step 3's order tasks), ``pre_trade_validation`` (per order, from the
+first ``decide()`` through the preview) and ``equity_computation`` (the health runner's
+balance read). Spans are recorded only where a `tradeguard.io.metrics.Metrics` is active
+(start the loop inside ``with metrics.activate():``); elsewhere they only measure.
+
 Faults. A broker call that raises `BrokerError`, `OSError` or `TimeoutError` is caught at the
 call and becomes the observation named above (when one applies) and a ``"failed"`` event; it
 never ends the cycle. Cancellation, and any other exception (a bug, not a fault of the world),
@@ -86,6 +93,7 @@ from tradeguard.io.broker import (
     Product,
     Quote,
 )
+from tradeguard.io.profiling import profile_span
 from tradeguard.io.runtime import Runtime
 
 __all__ = [
@@ -432,7 +440,8 @@ class TradingLoop:
             The ``"health"`` event, also given to ``on_event``.
         """
         try:
-            balances: list[Balance] = await self._call(self._broker.list_balances)
+            with profile_span("equity_computation"):  # a raise is recorded as result=error
+                balances: list[Balance] = await self._call(self._broker.list_balances)
         except _FAULTS as err:
             self._runtime.observe(BrokerRead("balances", ok=False))
             self._emit(LoopEvent("failed", detail=f"list_balances: {err}", call="list_balances"))
@@ -469,21 +478,25 @@ class TradingLoop:
             batch, fallback = await self._quotes(tally)
             quotes = batch | fallback
             plans: list[_Plan] = []
-            for symbol in self._symbols:  # in symbol order: proposals replay exactly
-                quote = quotes.get(symbol)
-                if quote is None:
-                    continue
-                self._observe_mark(quote)
-                position = None if positions is None else positions.get(symbol, _ZERO)
-                intent = self._strategy.propose(symbol, quote, position)
-                if intent is None:
-                    continue
-                if intent.symbol != symbol:
-                    raise ValueError(f"strategy proposed {intent!r} when asked about {symbol!r}")
-                plans.append(_Plan(intent, quote, position, self._next_client_order_id()))
-            async with anyio.create_task_group() as orders:
-                for plan in plans:
-                    orders.start_soon(self._trade, plan, tally)
+            with profile_span("strategy_decision"):
+                for symbol in self._symbols:  # in symbol order: proposals replay exactly
+                    quote = quotes.get(symbol)
+                    if quote is None:
+                        continue
+                    self._observe_mark(quote)
+                    position = None if positions is None else positions.get(symbol, _ZERO)
+                    intent = self._strategy.propose(symbol, quote, position)
+                    if intent is None:
+                        continue
+                    if intent.symbol != symbol:
+                        raise ValueError(
+                            f"strategy proposed {intent!r} when asked about {symbol!r}"
+                        )
+                    plans.append(_Plan(intent, quote, position, self._next_client_order_id()))
+            with profile_span("order_placement"):
+                async with anyio.create_task_group() as orders:
+                    for plan in plans:
+                        orders.start_soon(self._trade, plan, tally)
             return CycleReport(
                 placed=tally.placed,
                 refused=tally.refused,
@@ -497,7 +510,8 @@ class TradingLoop:
 
     async def _read_positions(self, tally: _Tally) -> dict[str, Decimal] | None:
         try:
-            positions: dict[str, Decimal] = await self._call(self._broker.list_positions)
+            with profile_span("fetch_positions"):  # a raise is recorded as result=error
+                positions: dict[str, Decimal] = await self._call(self._broker.list_positions)
         except _FAULTS as err:
             self._runtime.observe(BrokerRead("positions", ok=False))
             self._call_failed(tally, "list_positions", err)
@@ -546,15 +560,16 @@ class TradingLoop:
 
     async def _trade(self, plan: _Plan, tally: _Tally) -> None:
         intent, symbol = plan.intent, plan.intent.symbol
-        decision = self._layer.decide(intent, plan.position)
-        if not decision.allowed:
-            self._refused(tally, plan, decision)
-            return
-        if not await self._validate(plan, tally):
-            return
-        previewed = await self._preview(plan, tally)
-        if previewed is None:
-            return  # previewed, and over the slippage limit
+        with profile_span("pre_trade_validation"):
+            decision = self._layer.decide(intent, plan.position)
+            if not decision.allowed:
+                self._refused(tally, plan, decision)
+                return
+            if not await self._validate(plan, tally):
+                return
+            previewed = await self._preview(plan, tally)
+            if previewed is None:
+                return  # previewed, and over the slippage limit
         request = OrderRequest(symbol, intent.side, intent.quantity, plan.client_order_id)
         async with self._calls:
             # The last look: nothing is awaited between this answer and the send, so a guard
