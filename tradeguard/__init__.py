@@ -12,6 +12,7 @@ from tradeguard.errors import (
     ConfigError,
     InvalidObservation,
     InvalidTransition,
+    StoreError,
     TradeguardError,
     UnknownGuard,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ReliabilityLayer",
     "Settings",
     "Side",
+    "StoreError",
     "TradeguardError",
     "TradingMode",
     "UnknownGuard",

@@ -1,4 +1,4 @@
-"""The ``tradeguard`` command: ``demo``, ``replay`` and ``diagrams``."""
+"""The ``tradeguard`` command: ``demo``, ``replay``, ``diagrams``, ``status`` and ``events``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["main"]
+
+_STORE_ENV = "GPT_TRADER_STORE_PATH"
+# Kept in step with `tradeguard.io.store.KINDS` (a test checks): the parser is built without
+# importing the I/O shell.
+_KINDS = ("transition", "mode", "trip", "alert", "refusal", "operator", "preflight")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,7 +38,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="replay every matrix row in virtual time")
     replay.add_argument("--seed", type=int, default=7, help="seed of the reconnect jitter")
 
+    status = commands.add_parser(
+        "status", help="the trading mode and every restriction, from a store or a runtime"
+    )
+    source = status.add_mutually_exclusive_group()
+    source.add_argument("--store", type=Path, help=f"the event store (default: {_STORE_ENV})")
+    source.add_argument(
+        "--url", help="a running runtime's status, e.g. http://127.0.0.1:8080/status"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON (the layer's status)")
+
+    events = commands.add_parser("events", help="the archive: transitions, trips, refusals, ...")
+    events.add_argument("--store", type=Path, help=f"the event store (default: {_STORE_ENV})")
+    events.add_argument(
+        "--since",
+        help="an ISO 8601 time (2025-05-01T12:00, local unless an offset is given) "
+        "or seconds ago (600)",
+    )
+    events.add_argument(
+        "--kind", action="append", help=f"only this kind (repeatable): {', '.join(_KINDS)}"
+    )
+    events.add_argument("--limit", type=int, help="only the most recent N events")
+    events.add_argument("--json", action="store_true", help="print a JSON array")
+
     args = parser.parse_args(argv)
+    if args.command in ("status", "events"):
+        return _status_or_events(parser, args)
     if args.command == "diagrams":
         from tradeguard._diagrams import write_diagrams
 
@@ -50,6 +80,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tradeguard._live_demo import run_live_demo
 
     return run_live_demo(seed=args.seed, duration=args.duration, symbols=symbols, out=sys.stdout)
+
+
+def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``status`` and ``events``: validate the usage (exit 2), then read (exit 1 if unreadable)."""
+    import time
+
+    from tradeguard import _inspect
+    from tradeguard.config import Settings
+    from tradeguard.errors import ConfigError
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        parser.error(str(err))
+    url: str | None = getattr(args, "url", None)
+    store: Path | None = args.store
+    if url is None and store is None:
+        if not settings.store_path:
+            parser.error(f"no event store: pass --store PATH or set {_STORE_ENV}")
+        store = Path(settings.store_path)
+    if args.command == "status":
+        if url is not None and not url.startswith(("http://", "https://")):
+            parser.error(f"--url must be an http:// or https:// URL, got {url!r}")
+        return _inspect.run_status(
+            store=store,
+            url=url,
+            settings=settings,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    since = None
+    if args.since is not None:
+        try:
+            since = _inspect.parse_since(args.since, time.time())
+        except ValueError as err:
+            parser.error(f"--since: {err}")
+    unknown = sorted(set(args.kind or ()) - set(_KINDS))
+    if unknown:
+        parser.error(f"--kind: unknown {', '.join(unknown)}; expected one of {', '.join(_KINDS)}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, got {args.limit}")
+    assert store is not None
+    return _inspect.run_events(
+        store=store,
+        since=since,
+        kinds=args.kind,
+        limit=args.limit,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,8 @@ The kinds:
 - ``count``: a whole number >= 1.
 - ``count0``: a whole number >= 0 (0 has a meaning, such as "unlimited").
 - ``flag``: a boolean.
+- ``path``: a file path, any text without NUL characters or surrounding whitespace; the empty
+  default means "none" (an environment value is stripped, so a stray blank cannot name a file).
 
 Two rules go beyond the kinds: ``GPT_TRADER_WS_RECONNECT_JITTER_PCT`` must be < 1 (a jitter of
 100% could make a reconnect delay zero) and ``GPT_TRADER_WS_RECONNECT_BACKOFF_MAX`` must be >=
@@ -41,7 +43,7 @@ from tradeguard.errors import ConfigError, ConfigProblem
 
 __all__ = ["KNOBS", "Knob", "Settings"]
 
-_KINDS = ("ratio", "seconds", "positive_seconds", "count", "count0", "multiplier", "flag")
+_KINDS = ("ratio", "seconds", "positive_seconds", "count", "count0", "multiplier", "flag", "path")
 _DROPPED_PREFIXES = ("RISK_", "GPT_TRADER_")
 # Unknown names under these prefixes are reported: a mistyped risk knob that is silently ignored
 # leaves the guard at its default, which is a safety bug, not a cosmetic one.
@@ -52,6 +54,8 @@ _FLAG_EXPECTED = "one of 0, 1, true, false, yes, no, on, off (any case)"
 _JITTER_ENV = "GPT_TRADER_WS_RECONNECT_JITTER_PCT"
 _BACKOFF_BASE_ENV = "GPT_TRADER_WS_RECONNECT_BACKOFF_BASE"
 _BACKOFF_MAX_ENV = "GPT_TRADER_WS_RECONNECT_BACKOFF_MAX"
+# A field's value, whatever its kind.
+_Value = float | int | bool | str
 
 
 @final
@@ -64,7 +68,7 @@ class Knob:
         field: the `Settings` field it sets, e.g. ``"api_error_rate_threshold"``.
         default: the default as written in the environment and the README, e.g. ``"0.2"``.
         kind: one of ``ratio``, ``seconds``, ``positive_seconds``, ``count``, ``count0``,
-            ``multiplier``, ``flag`` (see the module docstring).
+            ``multiplier``, ``flag``, ``path`` (see the module docstring).
         purpose: one short sentence for the README.
 
     Raises:
@@ -301,6 +305,12 @@ KNOBS: tuple[Knob, ...] = (
         "flag",
         "Run the remote preflight checks even on dev.",
     ),
+    _knob(
+        "GPT_TRADER_STORE_PATH",
+        "",
+        "path",
+        "SQLite file of the event archive and restart snapshot (empty: no store).",
+    ),
 )
 
 
@@ -354,10 +364,11 @@ class Settings:
     preflight_warn_only: bool = False
     coinbase_preflight_skip_remote: bool = False
     coinbase_preflight_force_remote: bool = False
+    store_path: str = ""
 
     def __post_init__(self) -> None:
         problems: list[ConfigProblem] = []
-        valid: dict[str, float | int | bool] = {}
+        valid: dict[str, _Value] = {}
         for knob in KNOBS:
             given = getattr(self, knob.field)
             value = _checked(knob, given)
@@ -383,7 +394,7 @@ class Settings:
         default. Numbers are decimal (``"0.2"``, ``"60"``, ``"1e3"``); NaN and infinity are
         refused. Whole numbers (counts) are written without a decimal point: ``"3"``, not
         ``"3.5"`` nor ``"3.0"``. Flags accept ``0``, ``1``, ``true``, ``false``, ``yes``,
-        ``no``, ``on``, ``off`` in any case.
+        ``no``, ``on``, ``off`` in any case. A path is any text without a NUL character.
 
         Unknown variables starting with ``RISK_``, ``GPT_TRADER_WS_`` or ``GPT_TRADER_CIRCUIT_``
         are reported as problems, with the closest known name as a suggestion: a mistyped risk
@@ -463,12 +474,16 @@ def _expected(knob: Knob) -> str:
             return "a whole number >= 1"
         case "count0":
             return "a whole number >= 0"
+        case "path":
+            return "a file path without NUL characters or surrounding whitespace (empty: none)"
         case _:
             return _FLAG_EXPECTED
 
 
-def _parse(knob: Knob, text: str) -> float | int | bool | None:
+def _parse(knob: Knob, text: str) -> _Value | None:
     """Turn a stripped environment value into its knob's type, or ``None`` if it cannot."""
+    if knob.kind == "path":
+        return text  # `_checked` refuses what no file can be named
     if knob.kind == "flag":
         word = text.lower()
         if word in _TRUE_WORDS:
@@ -482,8 +497,14 @@ def _parse(knob: Knob, text: str) -> float | int | bool | None:
         return None
 
 
-def _checked(knob: Knob, value: object) -> float | int | bool | None:
+def _checked(knob: Knob, value: object) -> _Value | None:
     """Return ``value`` with its knob's exact type if its type and range are valid, else None."""
+    if knob.kind == "path":
+        # Surrounding whitespace is refused, not stripped: `from_env` strips what it reads, so
+        # a path kept with blanks could not make the `to_env` round trip.
+        if isinstance(value, str) and "\x00" not in value and value == value.strip():
+            return value
+        return None
     if knob.kind == "flag":
         return value if isinstance(value, bool) else None
     # A bool is an int in Python, but True seconds or True retries is a bug, not a number.
@@ -515,7 +536,7 @@ def _checked(knob: Knob, value: object) -> float | int | bool | None:
 
 
 def _cross_field_problems(
-    valid: Mapping[str, float | int | bool], shown: Callable[[Knob], str]
+    valid: Mapping[str, _Value], shown: Callable[[Knob], str]
 ) -> list[ConfigProblem]:
     """Check the rules between knobs, given the knobs whose own values are valid.
 
@@ -525,7 +546,7 @@ def _cross_field_problems(
     """
     base = valid.get("ws_reconnect_backoff_base")
     cap = valid.get("ws_reconnect_backoff_max")
-    if base is None or cap is None or cap >= base:
+    if not isinstance(base, float) or not isinstance(cap, float) or cap >= base:
         return []
     cap_knob = _knob_for(_BACKOFF_MAX_ENV)
     if cap == float(cap_knob.default):
@@ -550,8 +571,10 @@ def _unknown_name_problems(source: Mapping[str, str]) -> list[ConfigProblem]:
     return problems
 
 
-def _to_text(value: float | int | bool) -> str:
+def _to_text(value: _Value) -> str:
     """The environment form of a field value; `_parse` reads it back exactly."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "1" if value else "0"
     return repr(value)

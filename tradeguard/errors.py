@@ -6,10 +6,13 @@ The tree (each concrete error also inherits the builtin a caller would catch)::
     ├── ConfigError(ValueError)          a knob has a bad value (all problems reported at once)
     ├── InvalidObservation(ValueError)   an observation, order intent or argument is malformed
     ├── UnknownGuard(LookupError)        a guard, breaker or feed name that does not exist
-    └── InvalidTransition(RuntimeError)  the machine's state forbids the request
+    ├── InvalidTransition(RuntimeError)  the machine's state forbids the request
+    └── StoreError(OSError)              the event store cannot be opened, read or written
 
 A core exception always means the caller misused the API. Faults of the outside world
-(timeouts, 5xx, dropped sockets) are observations, never exceptions.
+(timeouts, 5xx, dropped sockets) are observations, never exceptions. `StoreError` is the
+shell's: the store (`tradeguard.io.store`) is the engine's own state, so a store it cannot
+trust stops it with a clear error instead of becoming an observation.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "ConfigProblem",
     "InvalidObservation",
     "InvalidTransition",
+    "StoreError",
     "TradeguardError",
     "UnknownGuard",
 ]
@@ -96,3 +100,18 @@ class InvalidTransition(TradeguardError, RuntimeError):
         self.trigger = trigger
         where = machine if scope is None else f"{machine}[{scope}]"
         super().__init__(f"{where} cannot {trigger!r} from state {state}")
+
+
+class StoreError(TradeguardError, OSError):
+    """The event store cannot be used: not a tradeguard store, corrupt, unreadable, read-only,
+    or the disk is full. Never a silent fresh start (DESIGN §3, issue 6).
+
+    Attributes:
+        path: the store's file.
+        cause: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"event store {path}: {cause}")

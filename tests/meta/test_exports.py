@@ -19,6 +19,7 @@ ERRORS = {
     "InvalidObservation",
     "UnknownGuard",
     "InvalidTransition",
+    "StoreError",
 }
 
 
@@ -65,5 +66,6 @@ def test_errors_inherit_the_builtin_a_caller_would_catch() -> None:
     assert issubclass(tradeguard.InvalidObservation, ValueError)
     assert issubclass(tradeguard.UnknownGuard, LookupError)
     assert issubclass(tradeguard.InvalidTransition, RuntimeError)
+    assert issubclass(tradeguard.StoreError, OSError)
     for name in ERRORS:
         assert issubclass(getattr(tradeguard, name), tradeguard.TradeguardError)

@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The seed's defaults (../shared/seed/reliability-layer.md) and DESIGN §3's new knobs, written
 # out by hand so that a typo in KNOBS or in a field default cannot agree with itself.
-SEED_DEFAULTS: dict[str, float | int | bool] = {
+SEED_DEFAULTS: dict[str, float | int | bool | str] = {
     "api_error_rate_threshold": 0.2,
     "api_rate_limit_usage_threshold": 0.9,
     "api_error_rate_window_seconds": 60.0,
@@ -54,6 +54,7 @@ SEED_DEFAULTS: dict[str, float | int | bool] = {
     "preflight_warn_only": False,
     "coinbase_preflight_skip_remote": False,
     "coinbase_preflight_force_remote": False,
+    "store_path": "",
 }
 
 PYTHON_TYPE = {
@@ -64,16 +65,18 @@ PYTHON_TYPE = {
     "count": int,
     "count0": int,
     "flag": bool,
+    "path": str,
 }
 
 # A valid value other than the default, per kind, as text and as the parsed value.
-OTHER_VALUE: dict[str, tuple[str, float | int | bool]] = {
+OTHER_VALUE: dict[str, tuple[str, float | int | bool | str]] = {
     "ratio": ("0.5", 0.5),
     "seconds": (" 7.5 ", 7.5),
     "positive_seconds": ("7.5", 7.5),
     "multiplier": ("1.5", 1.5),
     "count": ("7", 7),
     "count0": ("0", 0),
+    "path": (" /var/lib/trade guard/store.db ", "/var/lib/trade guard/store.db"),
 }
 
 # One knob of each kind, for the rejection table below.
@@ -85,6 +88,7 @@ SAMPLE = {
     "count": "RISK_SLIPPAGE_FAILURE_PAUSE_AFTER",
     "count0": "GPT_TRADER_WS_RECONNECT_MAX_ATTEMPTS",
     "flag": "RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY",
+    "path": "GPT_TRADER_STORE_PATH",
 }
 
 BAD_VALUES = [
@@ -95,6 +99,7 @@ BAD_VALUES = [
     *[("count", raw) for raw in ["abc", "nan", "inf", "0", "-1", "3.5", "3.0", "1e3", "0x10"]],
     *[("count0", raw) for raw in ["abc", "-1", "3.5", "nan"]],
     *[("flag", raw) for raw in ["maybe", "2", "-1", "tru", "y", "n"]],
+    *[("path", raw) for raw in ["a\x00b", "\x00"]],
 ]
 
 
@@ -102,8 +107,10 @@ def knob_named(env: str) -> Knob:
     return next(knob for knob in KNOBS if knob.env == env)
 
 
-def typed_default(knob: Knob) -> float | int | bool:
+def typed_default(knob: Knob) -> float | int | bool | str:
     """The default a knob documents, read without tradeguard's own parser."""
+    if knob.kind == "path":
+        return knob.default
     if knob.kind == "flag":
         return knob.default == "1"
     if knob.kind in ("count", "count0"):
@@ -184,7 +191,7 @@ def test_settings_are_frozen() -> None:
 @pytest.mark.parametrize("knob", KNOBS, ids=[knob.env for knob in KNOBS])
 def test_every_knob_parses_from_env(knob: Knob) -> None:
     text: str
-    value: float | int | bool
+    value: float | int | bool | str
     if knob.kind == "flag":
         text, value = ("off", False) if knob.default == "1" else ("YES", True)
     else:
@@ -235,6 +242,19 @@ def test_numbers_accept_ordinary_spellings() -> None:
     assert settings.api_error_rate_threshold == 1.0
     assert settings.api_error_rate_min_calls == 12
     assert settings.ws_reconnect_backoff_multiplier == 1.0
+
+
+@pytest.mark.parametrize("path", ["store.db", "/var/lib/tg/é store.db", "../x", "C:\\tg\\s.db"])
+def test_a_path_knob_takes_any_text_as_written(path: str) -> None:
+    settings = Settings.from_env({"GPT_TRADER_STORE_PATH": path})
+    assert settings.store_path == path
+    assert Settings(store_path=path).store_path == path
+
+
+def test_an_empty_store_path_means_no_store() -> None:
+    assert Settings().store_path == ""
+    assert Settings.from_env({"GPT_TRADER_STORE_PATH": "  "}).store_path == ""
+    assert Settings(store_path="").to_env()["GPT_TRADER_STORE_PATH"] == ""
 
 
 def test_zero_reconnect_attempts_means_unlimited_and_is_accepted() -> None:
@@ -293,11 +313,12 @@ def test_a_problem_keeps_the_value_exactly_as_given() -> None:
         ("RISK_SLIPPAGE_FAILURE_PAUSE_AFTER", "a whole number >= 1"),
         ("GPT_TRADER_WS_RECONNECT_MAX_ATTEMPTS", "a whole number >= 0"),
         ("RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY", "one of 0, 1, true, false"),
+        ("GPT_TRADER_STORE_PATH", "a file path without NUL characters"),
     ],
 )
 def test_a_problem_says_what_was_expected(env: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({env: "junk"})
+        Settings.from_env({env: "junk\x00"})
     assert only_problem(err).expected.startswith(expected)
 
 
@@ -454,6 +475,11 @@ def test_replace_validates_the_copy() -> None:
         ("api_health_cooldown_seconds", 10**400),
         ("circuit_recovery_timeout", 0.0),
         ("ws_reconnect_backoff_multiplier", 0.99),
+        ("store_path", None),
+        ("store_path", Path("store.db")),  # a path knob holds text, like the environment
+        ("store_path", "store\x00.db"),
+        ("store_path", " store.db"),  # from_env strips: this could not round-trip
+        ("store_path", 0),
     ],
 )
 def test_direct_construction_rejects_wrong_types_and_ranges(field: str, value: object) -> None:
@@ -502,6 +528,7 @@ def test_to_env_round_trips_through_from_env() -> None:
         ws_reconnect_max_attempts=0,
         ws_reconnect_backoff_base=1e-3,
         ws_reconnect_backoff_max=1e6,
+        store_path="state/trade guard.db",
     )
     for settings in (Settings(), changed):
         assert Settings.from_env(settings.to_env()) == settings
