@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit chaos demo replay bench diagrams clean
+.PHONY: test lint unit chaos demo replay preflight bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: $(STAMP)
 
 replay: $(STAMP)
 	$(BIN)/tradeguard replay
+
+# Against the embedded exchange; pass --rest-url/--ws-url to `tradeguard preflight` for a venue.
+preflight: $(STAMP)
+	$(BIN)/tradeguard preflight --profile canary
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py

@@ -1,4 +1,5 @@
-"""The ``tradeguard`` command: ``demo``, ``replay``, ``diagrams``, ``status`` and ``events``."""
+"""The ``tradeguard`` command: ``demo``, ``replay``, ``preflight``, ``status``, ``events`` and
+``diagrams``."""
 
 from __future__ import annotations
 
@@ -61,7 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.add_argument("--limit", type=int, help="only the most recent N events")
     events.add_argument("--json", action="store_true", help="print a JSON array")
 
+    preflight = commands.add_parser(
+        "preflight", help="startup checks that gate trading (exit 0 ready, 1 not ready)"
+    )
+    preflight.add_argument("--profile", choices=("dev", "canary", "prod"), default="dev")
+    preflight.add_argument(
+        "--warn-only",
+        action="store_true",
+        help="downgrade every error to a warning (diagnostic only; also "
+        "GPT_TRADER_PREFLIGHT_WARN_ONLY=1)",
+    )
+    preflight.add_argument("--report-path", type=Path, help="where to write the JSON report")
+    preflight.add_argument("--rest-url", help="the venue's REST base URL (default: embedded)")
+    preflight.add_argument("--ws-url", help="the venue's websocket URL (with --rest-url)")
+    preflight.add_argument("--symbols", default="BTC-USD,ETH-USD", help="comma-separated")
+
     args = parser.parse_args(argv)
+    if args.command == "preflight":
+        return _preflight(parser, args)
     if args.command in ("status", "events"):
         return _status_or_events(parser, args)
     if args.command == "diagrams":
@@ -80,6 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tradeguard._live_demo import run_live_demo
 
     return run_live_demo(seed=args.seed, duration=args.duration, symbols=symbols, out=sys.stdout)
+
+
+def _preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if (args.rest_url is None) != (args.ws_url is None):
+        parser.error("pass both --rest-url and --ws-url, or neither (the embedded exchange)")
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if not symbols:
+        parser.error("--symbols needs at least one symbol")
+    from tradeguard._preflight_cli import environment, run_preflight_command
+
+    return run_preflight_command(
+        profile=args.profile,
+        warn_only=args.warn_only,
+        report_path=args.report_path,
+        rest_url=args.rest_url,
+        ws_url=args.ws_url,
+        symbols=symbols,
+        environ=environment(),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
