@@ -227,7 +227,9 @@ async def test_order_drift_cancels_the_unknown_orders_and_recovers_after_300s() 
 
 async def test_websocket_max_reconnects_restrict_globally_until_connected_then_300s() -> None:
     async with (
-        engine(FaultPlan()) as rig,
+        # Virtual seconds race real heartbeats here: a generous silence limit keeps a loaded
+        # machine from declaring the live stream dead while virtual time jumps.
+        engine(FaultPlan(), ws_message_stale_seconds=60.0) as rig,
         ExchangeFeedServer(rig.broker.market, tick_interval=0.02) as server,
     ):
         feed = FeedClient(rig.runtime, server.url, [BTC, ETH], close_timeout=0.2)

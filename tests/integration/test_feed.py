@@ -112,13 +112,15 @@ async def test_attempt_counter_resets_after_a_stable_connection() -> None:
         await wait_until(lambda: feed.status()["attempts"] >= 2)
         feed.server.refuse_handshakes(None)
         await wait_until(lambda: feed.status()["state"] == "CONNECTED")
-        assert feed.status()["attempts"] >= 2
+        # The attempts made before it connected, read from the effects (the counter itself
+        # may already have been reset by the time a loaded machine looks at it).
+        assert max(e.attempt for e in feed.effects if isinstance(e, Reconnect)) >= 2
         await wait_until(lambda: feed.status()["attempts"] == 0)
         assert feed.status()["state"] == "CONNECTED"
 
 
 async def test_silent_stream_is_closed_and_reconnected() -> None:
-    async with running_feed() as feed:
+    async with running_feed(ws_message_stale_seconds=0.4) as feed:
         feed.server.go_silent()
         await wait_until(lambda: any(isinstance(e, CloseConnection) for e in feed.effects))
         assert ("CONNECTED", "stale", "BACKOFF") in feed.feed_transitions()

@@ -45,7 +45,7 @@ SHORT = {
     "ws_reconnect_backoff_max": 0.04,
     "ws_reconnect_max_attempts": 2,
     "ws_reconnect_pause_seconds": 0.3,
-    "ws_message_stale_seconds": 1.0,
+    "ws_message_stale_seconds": 2.0,
 }
 
 
