@@ -100,10 +100,10 @@ async def test_empty_accounts_fail_the_accounts_check() -> None:
 
 
 async def test_a_frozen_ticker_fails_market_data_and_starts_that_symbol_restricted() -> None:
-    environ = {"RISK_MARK_STALENESS_THRESHOLD_SECONDS": "0.2"}
+    environ = {"RISK_MARK_STALENESS_THRESHOLD_SECONDS": "1.0"}
     async with exchange() as (rest, feed, market):
         market.freeze("ETH-USD")
-        await anyio.sleep(0.3)
+        await anyio.sleep(1.2)  # past the threshold for the frozen symbol only
         report = await preflight(rest, feed, environ=environ)
     assert statuses(report)["market_data"] == "error"
     assert report.failed_symbols == ("ETH-USD",)
@@ -193,10 +193,10 @@ async def test_the_report_is_written_atomically_as_json(tmp_path: Path) -> None:
 async def test_the_runtime_starts_in_the_mode_the_preflight_found() -> None:
     from tradeguard.io import Runtime
 
-    environ = {"RISK_MARK_STALENESS_THRESHOLD_SECONDS": "0.2"}
+    environ = {"RISK_MARK_STALENESS_THRESHOLD_SECONDS": "1.0"}
     async with exchange() as (rest, feed, market):
         market.freeze("BTC-USD")
-        await anyio.sleep(0.3)
+        await anyio.sleep(1.2)  # past the threshold for the frozen symbol only
         report = await preflight(rest, feed, environ=environ)
     layer = ReliabilityLayer(Settings(), lambda: 0.0, rng=random.Random(0))
     async with Runtime(layer, preflight=report):

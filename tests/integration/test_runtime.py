@@ -156,7 +156,7 @@ async def test_a_subscriber_that_falls_behind_is_cut_off_not_buffered_forever() 
         runtime.observe(ev.MarkUpdate("BTC-USD"))
         for _ in range(3):
             runtime.observe(ev.BrokerRead("positions", False))
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # the executor has run every effect
         received = []
         async with records:
             async for record in records:
