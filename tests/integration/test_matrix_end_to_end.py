@@ -111,17 +111,19 @@ async def exchange(**knobs: Any) -> AsyncIterator[Rig]:
                 yield rig
 
 
-async def test_api_error_storm_restricts_alerts_a_failed_cancel_and_recovers() -> None:
+async def test_api_error_storm_alerts_a_failed_cancel_and_retries_it_when_the_api_answers() -> None:
     async with exchange() as rig:
         resting = await rig.rest_order(ETH)
         rig.rest.error_storm(1.0, 503)
         await rig.cycle_until(lambda: rig.state("api_health") is GuardState.TRIPPED)
         assert rig.layer.mode() is TradingMode.REDUCE_ONLY
         # The cancel itself met the storm: it is not lost silently, the operator is told
-        # which orders may still be open.
+        # which orders may still be open, and it is sent again once the API answers.
         await rig.cycle_until(lambda: any(a.title == "cancel failed" for a in rig.alerts))
         assert rig.venue.orders[resting].status is OrderStatus.OPEN
         rig.rest.error_storm(0.0)
+        await rig.cycle_until(lambda: rig.venue.orders[resting].status is OrderStatus.CANCELLED)
+        assert rig.layer.mode() is TradingMode.REDUCE_ONLY  # cancelled while still restricted
         await rig.cycle_until(lambda: rig.layer.mode() is TradingMode.ALLOW)
         assert rig.state("api_health") is GuardState.HEALTHY
 

@@ -11,7 +11,8 @@ orders, `CancelOrders` the listed ones) and hands `Alert`s to the alert sinks, t
 effect to the registered callbacks and every transition record to the subscribers. A callback
 that raises crashes the runtime: the error leaves ``async with`` instead of being logged and
 lost. A cancel the venue refuses is not a crash: the broker already reported the failed call
-to the layer, and the runtime raises an alert saying which orders may still be open.
+to the layer, the runtime raises an alert saying which orders may still be open, and it sends
+the cancel again as soon as the API answers again (a breaker closes, or api_health recovers).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self.alert_sinks = alert_sinks
         self.bot_prefix = bot_prefix
         self._preflight = preflight
+        # Cancels that failed: (order ids, or None for every open bot order; reason).
+        self._unsent_cancels: list[tuple[tuple[str, ...] | None, str]] = []
         self._subscribers: list[MemoryObjectSendStream[Record]] = []
         self._clock = layer.clock
         self._send, self._receive = anyio.create_memory_object_stream[Effect](math.inf)
@@ -274,6 +277,12 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 await self._cancel(effect.order_ids, effect.reason)
             case Alert():
                 await self._alert(effect)
+            case Transitioned() if self._unsent_cancels and _api_answers_again(effect):
+                # A cancel the outage ate is retried as soon as the API answers again: an
+                # order left open while trading is restricted is exactly what it was for.
+                retries, self._unsent_cancels = self._unsent_cancels, []
+                for order_ids, reason in retries:
+                    await self._cancel(order_ids, f"retry: {reason}")
             case _:
                 pass
 
@@ -290,9 +299,12 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 cancelled = await self.broker.cancel_orders(order_ids)
                 log.info("cancelled %d order(s) (%s)", len(cancelled), reason)
         except (BrokerError, OSError, TimeoutError) as err:  # cancellation passes through
-            # The broker already reported the failed call to the layer; say what may be left.
+            # The broker already reported the failed call to the layer; say what may be left,
+            # and keep the request to retry once the API answers again.
+            self._unsent_cancels.append((order_ids, reason))
             which = "every open bot order" if order_ids is None else ", ".join(order_ids)
-            await self._alert(Alert("critical", "cancel failed", f"{which}: {err} ({reason})"))
+            detail = f"{which}: {err} ({reason}); retried when the API answers again"
+            await self._alert(Alert("critical", "cancel failed", detail))
 
     async def _alert(self, alert: Alert) -> None:
         for sink in self.alert_sinks:
@@ -321,3 +333,10 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 feed.max_attempts_exceeded(effect.pause_seconds)
             case _:
                 pass
+
+
+def _api_answers_again(record: Transitioned) -> bool:
+    """A breaker closed, or api_health stopped seeing its fault: calls get through again."""
+    if record.machine.startswith("breaker:"):
+        return record.dest == "CLOSED"
+    return record.machine == "api_health" and record.source == "TRIPPED"
