@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import anyio
 
 from tradeguard.config import Settings
-from tradeguard.fsm import ReliabilityLayer, Side
+from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, ReliabilityLayer, Side
 from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
 from tradeguard.io.broker import Balance, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
@@ -330,16 +330,7 @@ async def _print_records(records: Any, demo: _Demo) -> None:
 
 
 def _summary(demo: _Demo) -> int:
-    rows = {
-        "api_health",
-        "mark_staleness",
-        "slippage",
-        "validation",
-        "preview",
-        "broker_outage",
-        "reconciliation",
-        "websocket",
-    }
+    rows = {*GLOBAL_GUARDS, *SYMBOL_GUARDS}  # one matrix row per guard
     missed = sorted(rows - demo.rows_tripped)
     w = demo.out.write
     w("\nsummary\n")

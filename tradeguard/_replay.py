@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import TextIO, assert_never
 
 from tradeguard.config import Settings
+from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS
 from tradeguard.fsm import events as ev
 from tradeguard.fsm._layer import ReliabilityLayer
 from tradeguard.fsm._orders import OrderIntent, Side
@@ -288,17 +289,7 @@ class _Replay:
         return self.summary()
 
     def summary(self) -> int:
-        expected = {
-            "api_health",
-            "mark_staleness",
-            "slippage",
-            "validation",
-            "preview",
-            "broker_outage",
-            "reconciliation",
-            "websocket",
-            "operator",
-        }
+        expected = {*GLOBAL_GUARDS, *SYMBOL_GUARDS, "operator"}
         missed = sorted(expected - set(self.rows_hit))
         self.out.write("\nsummary\n")
         self.out.write(f"  guards that transitioned: {', '.join(sorted(self.rows_hit))}\n")

@@ -370,14 +370,6 @@ def default_report_path(settings_store_path: str, now: datetime | None = None) -
     return base / f"preflight-{stamp}.json"
 
 
-def symbols_argument(value: str) -> Sequence[str]:
-    """``A,B,C`` -> the symbols (argparse type)."""
-    symbols = [s.strip() for s in value.split(",") if s.strip()]
-    if not symbols:
-        raise ValueError("at least one symbol is needed")
-    return symbols
-
-
 async def run_against_embedded(
     *,
     profile: str,
