@@ -294,7 +294,7 @@ class _Replay:
         self.out.write("\nsummary\n")
         self.out.write(f"  guards that transitioned: {', '.join(sorted(self.rows_hit))}\n")
         self.out.write(
-            "  not replayed: the preflight row (startup checks, `tradeguard preflight`, issue 7)\n"
+            "  not replayed: the preflight row (startup checks: run `tradeguard preflight`)\n"
         )
         self.out.write(
             f"  sample orders decided: {self.decisions}; opening orders allowed while "
