@@ -33,6 +33,7 @@ from tradeguard.io._coinbase import (
     parse_message,
     subscribe_message,
 )
+from tradeguard.io._ws import direct_connection
 from tradeguard.io.runtime import Runtime
 
 __all__ = ["FeedClient", "Ticker"]
@@ -61,7 +62,11 @@ class FeedClient:
         on_gap: called with ``(feed, expected, received)`` on a sequence gap.
         on_max_attempts_exceeded: called with ``(feed, pause_seconds)`` when the feed
             enters DEGRADED.
-        proxy: passed to `websockets`; ``None`` connects directly.
+        proxy: passed to `websockets` (15 or newer); ``None`` connects directly.
+
+    Raises:
+        ValueError: bad arguments, or a ``proxy`` with a `websockets` too old to use one (the
+            official Coinbase SDK pins ``websockets<14``, and both must share one environment).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class FeedClient:
             raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        self._connect_options = direct_connection(proxy)  # fails early on an unusable proxy
         self.runtime = runtime
         self.url = url
         self.name = name
@@ -130,7 +136,7 @@ class FeedClient:
                 open_timeout=self.open_timeout,
                 close_timeout=self.close_timeout,
                 ping_interval=None,  # liveness is the layer's stale timer on data/heartbeats
-                proxy=self.proxy,
+                **self._connect_options,
             )
         except InvalidStatus as err:
             self._report_drop(f"handshake refused: HTTP {err.response.status_code}")
@@ -241,10 +247,11 @@ class FeedClient:
 
 
 def _describe_close(connection: ClientConnection) -> str:
-    code = connection.close_code
+    # The sans-I/O protocol object: websockets 13 has no close_code on the connection itself.
+    code = connection.protocol.close_code
     if code is None:
         return "connection lost"
-    reason = connection.close_reason or ""
+    reason = connection.protocol.close_reason or ""
     if code in RETRY_LATER_CODES:
         return f"close {code} ({RETRY_LATER_CODES[code]}, retry later) {reason}".rstrip()
     return f"close {code} {reason}".rstrip()

@@ -44,6 +44,7 @@ from tradeguard.errors import ConfigError
 from tradeguard.fsm import ReliabilityLayer
 from tradeguard.fsm.effects import Effect
 from tradeguard.io._coinbase import subscribe_message
+from tradeguard.io._ws import direct_connection
 from tradeguard.io.broker import BrokerError
 from tradeguard.io.http_broker import HttpBroker
 from tradeguard.io.runtime import Runtime
@@ -202,7 +203,8 @@ async def _websocket(run: _Run) -> CheckResult:
     hint = "check the websocket URL and that the venue accepts connections"
     try:
         with anyio.fail_after(run.timeout):
-            async with connect(run.targets.ws_url, open_timeout=run.timeout, proxy=None) as ws:
+            url, options = run.targets.ws_url, direct_connection()
+            async with connect(url, open_timeout=run.timeout, **options) as ws:
                 await ws.send(subscribe_message("heartbeats", []))
                 await ws.recv()
     except InvalidStatus as err:
