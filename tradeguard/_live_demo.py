@@ -1,10 +1,13 @@
 """``tradeguard demo``: the reference loop trading against the embedded exchange, broken on cue.
 
-Starts the embedded exchange (REST and websocket on 127.0.0.1), a `Runtime` with an
-`HttpBroker` and a `FeedClient`, and the reference `TradingLoop` on a few symbols, with
-demo-length timings (cooldowns of seconds, not minutes). A scripted timeline then breaks the
-exchange once per decision-matrix row and heals it again, while a printer shows every guard
-transition, every mode change, the orders placed and the first refusal of each restriction.
+Starts the embedded Coinbase simulator (REST and websocket on 127.0.0.1, authentication on),
+then an `Engine` around ccxt's own ``coinbase`` client, exactly as an engine author would put
+tradeguard in front of their exchange: every request ccxt makes is signed with the simulator's
+API key and reported to the layer through `CcxtBroker`. The reference `TradingLoop` trades a
+few symbols with demo-length timings (cooldowns of seconds, not minutes). A scripted timeline
+then breaks the exchange once per decision-matrix row and heals it again, while a printer
+shows every guard transition, every mode change, the orders placed and the first refusal of
+each restriction.
 The runtime's ``/metrics``, ``/health`` and ``/status`` are served on an ephemeral port of
 127.0.0.1 for the whole run; their URLs are printed first.
 
@@ -28,15 +31,11 @@ import anyio
 from tradeguard.config import Settings
 from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, ReliabilityLayer, Side
 from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
-from tradeguard.io.broker import Balance, Order, OrderRequest, Preview, Product, Quote
+from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
+from tradeguard.io.engine import Engine
 from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
 from tradeguard.io.exchange.rest_server import ExchangeRestServer
-from tradeguard.io.feed import FeedClient
-from tradeguard.io.http_broker import HttpBroker
-from tradeguard.io.http_status import StatusServer
 from tradeguard.io.loop import LoopEvent, TradingLoop
-from tradeguard.io.metrics import Metrics, attach_metrics
-from tradeguard.io.runtime import Runtime
 
 __all__ = ["DEMO_SETTINGS", "run_live_demo"]
 
@@ -146,7 +145,7 @@ class _Demo:
 class _AuditedBroker:
     """The broker the loop trades through, with the demo's check at the moment of sending."""
 
-    def __init__(self, broker: HttpBroker, demo: _Demo) -> None:
+    def __init__(self, broker: Broker, demo: _Demo) -> None:
         self._broker = broker
         self._demo = demo
 
@@ -263,56 +262,85 @@ def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
 
 
 async def _run(seed: int, duration: float, symbols: list[str], out: TextIO) -> int:
+    import ccxt.async_support as ccxt
+
     settings = Settings(**DEMO_SETTINGS)  # type: ignore[arg-type]
-    layer = ReliabilityLayer(settings, time.monotonic, rng=random.Random(seed))
     market = Market(symbols, random.Random(seed + 1))
     venue = Venue(market, random.Random(seed + 2))
-    async with (
-        ExchangeRestServer(venue, rng=random.Random(seed + 3)) as rest,
-        ExchangeFeedServer(market, tick_interval=0.1, heartbeat_interval=0.25) as feed_server,
-    ):
-        demo = _Demo(layer, venue, rest, feed_server, symbols, out)
-        demo.say(f"tradeguard demo: {', '.join(symbols)} on {rest.url} and {feed_server.url}")
-        runtime = Runtime(layer, alert_sinks=(demo.on_alert,))
-        # The broker outlives the runtime: effects still queued when the runtime closes
-        # (a cancel on a late trip) run through it.
-        async with HttpBroker(rest.url, runtime, timeout=1.0) as broker:
-            runtime.broker = broker
-            async with runtime:
-                metrics = Metrics()
-                await attach_metrics(runtime, metrics)
-                async with StatusServer(runtime, metrics) as status:
-                    for path in ("metrics", "health", "status"):
-                        demo.say(f"{path}: {status.url}/{path}")
-                    # The loop's profile spans are recorded where the metrics are active.
-                    with metrics.activate():
-                        await _trade(demo, runtime, broker, seed, duration, metrics)
+    async with ExchangeRestServer(venue, rng=random.Random(seed + 3)) as rest:
+        # The engine author's own client: ccxt's coinbase class, signing with the API key the
+        # simulator handed out. Only its base URL differs from the real venue's.
+        exchange = ccxt.coinbase(
+            {
+                "apiKey": rest.credentials.api_key,
+                "secret": rest.credentials.api_secret,
+                "timeout": 1000,  # ms
+                "enableRateLimit": False,  # the demo's cycles are its own throttle
+            }
+        )
+        exchange.urls["api"] = {"rest": rest.url}
+        try:
+            demo = await _engine(exchange, settings, seed, duration, symbols, out, rest, venue)
+        finally:
+            await exchange.close()
         return _summary(demo)
 
 
-async def _trade(
-    demo: _Demo,
-    runtime: Runtime,
-    broker: HttpBroker,
+async def _engine(
+    exchange: object,
+    settings: Settings,
     seed: int,
     duration: float,
-    metrics: Metrics,
-) -> None:
+    symbols: list[str],
+    out: TextIO,
+    rest: ExchangeRestServer,
+    venue: Venue,
+) -> _Demo:
+    demo: _Demo | None = None
+
+    def on_alert(alert: Alert) -> None:
+        if demo is not None:
+            demo.on_alert(alert)
+
+    async with (
+        ExchangeFeedServer(venue.market, tick_interval=0.1, heartbeat_interval=0.25) as feed,
+        Engine(
+            settings,
+            broker=exchange,
+            symbols=symbols,
+            feed_url=feed.url,
+            rng=random.Random(seed),
+            alert_sinks=(on_alert,),
+            status_port=0,
+            feed_options={"close_timeout": 0.2},
+        ) as engine,
+    ):
+        demo = _Demo(engine.layer, venue, rest, feed, symbols, out)
+        demo.say(f"tradeguard demo: {', '.join(symbols)} through ccxt's coinbase on {rest.url}")
+        demo.say(f"  (authenticated: ES256 JWTs for {rest.credentials.api_key})")
+        for path in ("metrics", "health", "status"):
+            demo.say(f"{path}: {engine.status_url}/{path}")
+        await _trade(demo, engine, seed, duration)
+    assert demo is not None
+    return demo
+
+
+async def _trade(demo: _Demo, engine: Engine, seed: int, duration: float) -> None:
     symbols = demo.symbols
     scale = duration / BASE_DURATION
-    records = runtime.subscribe(max_buffer=100_000)
-    audited = _AuditedBroker(broker, demo)
+    records = engine.subscribe(max_buffer=100_000)
+    audited = _AuditedBroker(engine.broker, demo)
 
     def on_event(event: LoopEvent) -> None:
         demo.on_loop_event(event)
-        metrics.on_loop_event(event)  # refused decisions, by reason
+        engine.metrics.on_loop_event(event)  # refused decisions, by reason
 
-    loop = TradingLoop(runtime, audited, symbols, rng=random.Random(seed + 4), on_event=on_event)
-    feed = FeedClient(runtime, demo.feed.url, symbols, close_timeout=0.2)
+    loop = TradingLoop(
+        engine.runtime, audited, symbols, rng=random.Random(seed + 4), on_event=on_event
+    )
     async with anyio.create_task_group() as printer:
         printer.start_soon(_print_records, records, demo)
-        await runtime.start(feed.run)
-        await runtime.start(loop.run, CYCLE_SECONDS)
+        await engine.start(loop.run, CYCLE_SECONDS)
         for at, row, title, step in _timeline(symbols):
             await anyio.sleep(max(0.0, demo.started + at * scale - time.monotonic()))
             demo.say(f"=== [{row}] {title}")

@@ -41,7 +41,10 @@ def run_preflight_command(
         report = anyio.run(_embedded, profile, environ, list(symbols), warn_only)
     else:
         assert ws_url is not None  # the parser requires both or neither
-        targets = PreflightTargets(rest_url, ws_url, tuple(symbols))
+        # The venue's API key, under the names the official SDK reads too.
+        key = environ.get("COINBASE_API_KEY", "")
+        secret = environ.get("COINBASE_API_SECRET", "")
+        targets = PreflightTargets(rest_url, ws_url, tuple(symbols), key, secret)
         report = anyio.run(_remote, profile, environ, targets, warn_only)
     out.write(render(report) + "\n")
     store_path = environ.get("GPT_TRADER_STORE_PATH", "").strip()

@@ -73,11 +73,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "GPT_TRADER_PREFLIGHT_WARN_ONLY=1)",
     )
     preflight.add_argument("--report-path", type=Path, help="where to write the JSON report")
-    preflight.add_argument("--rest-url", help="the venue's REST base URL (default: embedded)")
+    preflight.add_argument(
+        "--rest-url",
+        help="the venue's REST base URL, e.g. https://api.coinbase.com, driven through ccxt's "
+        "coinbase client with COINBASE_API_KEY / COINBASE_API_SECRET (default: the embedded "
+        "exchange)",
+    )
     preflight.add_argument("--ws-url", help="the venue's websocket URL (with --rest-url)")
     preflight.add_argument("--symbols", default="BTC-USD,ETH-USD", help="comma-separated")
 
+    exchange = commands.add_parser(
+        "exchange", help="run the simulated Coinbase Advanced Trade exchange until SIGINT/SIGTERM"
+    )
+    exchange.add_argument("--symbols", default="BTC-USD,ETH-USD", help="comma-separated")
+    exchange.add_argument("--seed", type=int, default=7, help="prices and order ids")
+    exchange.add_argument("--host", default="127.0.0.1", help="where to listen")
+    exchange.add_argument("--port", type=int, default=0, help="REST port (0: any free)")
+    exchange.add_argument("--ws-port", type=int, default=0, help="websocket port (0: any free)")
+    exchange.add_argument("--tls", action="store_true", help="HTTPS and WSS, throwaway CA")
+    exchange.add_argument("--no-auth", action="store_true", help="accept any request")
+
     args = parser.parse_args(argv)
+    if args.command == "exchange":
+        from tradeguard._exchange_cli import run_exchange_command
+
+        return run_exchange_command(parser, args)
     if args.command == "preflight":
         return _preflight(parser, args)
     if args.command in ("status", "events"):

@@ -24,6 +24,7 @@ from tradeguard.fsm.effects import Alert, CancelOpenOrders, CancelOrders, Effect
 from tradeguard.fsm.events import RateLimitUsage
 from tradeguard.io import FeedClient, Runtime, TradingLoop
 from tradeguard.io.broker import Quote
+from tradeguard.io.engine import Engine
 from tradeguard.io.exchange import ExchangeFeedServer
 from tradeguard.testing import (
     ChaosBroker,
@@ -58,7 +59,7 @@ class Buyer:
 
 
 @dataclass
-class Engine:
+class Rig:
     clock: ManualClock
     layer: ReliabilityLayer
     runtime: Runtime
@@ -103,22 +104,31 @@ class Engine:
 
 
 @asynccontextmanager
-async def engine(plan: FaultPlan, **knobs: Any) -> AsyncIterator[Engine]:
+async def engine(plan: FaultPlan, **knobs: Any) -> AsyncIterator[Rig]:
     clock = ManualClock()
-    layer = ReliabilityLayer(Settings(**knobs), clock, rng=random.Random(0), wall_clock=clock.wall)
     broker = DeterministicBroker((BTC, ETH), seed=1)
     alerts: list[Alert] = []
-    runtime = Runtime(layer, alert_sinks=(alerts.append,))
-    chaos = ChaosBroker(broker, plan, observe=runtime.observe, sleep_func=lambda _: None)
-    runtime.broker = chaos  # the runtime's cancels meet the same chaos as the loop
+
+    def chaos_broker(runtime: Runtime) -> ChaosBroker:
+        # The runtime's cancels meet the same chaos as the loop.
+        return ChaosBroker(broker, plan, observe=runtime.observe, sleep_func=lambda _: None)
+
     # The fault starts once the engine trades normally: hold the plan's actions back (its
     # methods stay planned, so the chaos broker wraps them), warm up, then put them back.
     held = {method: plan.actions(method) for method in plan.methods}
     plan.clear()
-    async with runtime:
-        loop = TradingLoop(runtime, chaos, (BTC, ETH), strategy=Buyer())
-        rig = Engine(clock, layer, runtime, broker, plan, loop, alerts=alerts)
-        runtime.on_effect(rig.effects.append)
+    async with Engine(
+        Settings(**knobs),
+        broker=chaos_broker,
+        symbols=(BTC, ETH),
+        clock=clock,
+        wall_clock=clock.wall,
+        rng=random.Random(0),
+        alert_sinks=(alerts.append,),
+    ) as assembled:
+        loop = assembled.trading_loop(strategy=Buyer())
+        rig = Rig(clock, assembled.layer, assembled.runtime, broker, plan, loop, alerts=alerts)
+        assembled.runtime.on_effect(rig.effects.append)
         await rig.cycle_until(lambda: rig.layer.mode(BTC) is TradingMode.ALLOW)
         for method, actions in held.items():
             plan.add(method, actions)

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
+import ssl
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 from feed_harness import SYMBOLS, running_feed, wait_until
+from websockets.asyncio.client import connect
 
 from tradeguard import TradingMode
 from tradeguard.fsm.effects import CloseConnection, MaxAttemptsExceeded, Reconnect
 from tradeguard.io import FeedClient
+from tradeguard.io.exchange import ApiCredentials, ExchangeFeedServer, Market
+from tradeguard.io.exchange.auth import build_jwt
 
 pytestmark = pytest.mark.anyio
 
@@ -197,3 +204,37 @@ async def test_client_rejects_bad_arguments() -> None:
         FeedClient(runtime, "ws://127.0.0.1:1", ["BTC-USD"], queue_size=0)
     with pytest.raises(ValueError, match="ws://"):
         FeedClient(runtime, "http://127.0.0.1:1", ["BTC-USD"])
+
+
+async def test_tls_snapshot_then_updates_unsubscribe_and_a_forged_jwt() -> None:
+    credentials = ApiCredentials.generate()
+    market = Market(SYMBOLS, random.Random(0))
+    async with ExchangeFeedServer(
+        market, tick_interval=0.02, tls=True, credentials=credentials
+    ) as server:
+        assert server.url.startswith("wss://") and server.ca_file is not None
+        context = ssl.create_default_context(cafile=str(server.ca_file))
+        async with connect(server.url, ssl=context) as ws:
+            forged = build_jwt(ApiCredentials.generate(), None)
+            bad = {"type": "subscribe", "channel": "ticker", "product_ids": SYMBOLS, "jwt": forged}
+            await ws.send(json.dumps(bad))
+            with anyio.fail_after(5):
+                refused = json.loads(await ws.recv())
+            assert refused["type"] == "error" and "kid" in refused["message"]
+            good = {**bad, "jwt": build_jwt(credentials, None)}
+            await ws.send(json.dumps(good))
+            with anyio.fail_after(5):
+                acked = json.loads(await ws.recv())
+                first = json.loads(await ws.recv())
+                second = json.loads(await ws.recv())
+            assert acked["events"][0]["subscriptions"]["ticker"] == sorted(SYMBOLS)
+            assert first["events"][0]["type"] == "snapshot"
+            assert second["events"][0]["type"] == "update"
+            assert "best_bid" in second["events"][0]["tickers"][0]
+            await ws.send(json.dumps({**good, "type": "unsubscribe"}))
+            with anyio.fail_after(5):
+                while (message := json.loads(await ws.recv()))["channel"] != "subscriptions":
+                    pass
+            assert message["events"][0]["subscriptions"]["ticker"] == []
+        ca_file = server.ca_file
+    assert not ca_file.exists()

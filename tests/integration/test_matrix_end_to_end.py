@@ -1,7 +1,8 @@
 """Every decision-matrix row end to end over real sockets on 127.0.0.1 (issue 4).
 
 The embedded exchange (REST and websocket) is broken through its own controls; the reference
-loop trades through `HttpBroker`; the `Runtime` runs the layer's effects, cancels included.
+loop trades through ccxt's own ``coinbase`` client wrapped by the `Engine` in a `CcxtBroker`
+(authentication on); the `Runtime` runs the layer's effects, cancels included.
 Each test asserts which guard fired, the mode that followed, what was cancelled at the
 exchange, and the recovery after a short configured cooldown.
 """
@@ -9,7 +10,6 @@ exchange, and the recovery after a short configured cooldown.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,12 +17,14 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import ccxt.async_support as ccxt
 import pytest
 
 from tradeguard import GuardState, OrderIntent, ReliabilityLayer, Settings, Side, TradingMode
 from tradeguard.fsm.effects import Alert
-from tradeguard.io import FeedClient, HttpBroker, Runtime, TradingLoop
-from tradeguard.io.broker import OrderRequest, OrderStatus, Quote
+from tradeguard.io import TradingLoop
+from tradeguard.io.broker import Broker, OrderRequest, OrderStatus, Quote
+from tradeguard.io.engine import Engine
 from tradeguard.io.exchange import ExchangeFeedServer, ExchangeRestServer, Market, Venue
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +64,7 @@ class Rig:
     venue: Venue
     rest: ExchangeRestServer
     feed: ExchangeFeedServer
-    broker: HttpBroker
+    broker: Broker
     loop: TradingLoop
     alerts: list[Alert]
 
@@ -91,24 +93,38 @@ class Rig:
 @asynccontextmanager
 async def exchange(**knobs: Any) -> AsyncIterator[Rig]:
     settings = Settings(**{**SHORT, **knobs})
-    layer = ReliabilityLayer(settings, time.monotonic, rng=random.Random(0))
     market = Market([BTC, ETH], random.Random(1))
     venue = Venue(market, random.Random(2))
     async with (
         ExchangeRestServer(venue, rng=random.Random(3)) as rest,
         ExchangeFeedServer(market, tick_interval=0.02, heartbeat_interval=0.05) as feed_server,
     ):
+        client = ccxt.coinbase(
+            {
+                "apiKey": rest.credentials.api_key,
+                "secret": rest.credentials.api_secret,
+                "timeout": 500,  # ms
+                "enableRateLimit": False,
+            }
+        )
+        client.urls["api"] = {"rest": rest.url}
         alerts: list[Alert] = []
-        runtime = Runtime(layer, alert_sinks=(alerts.append,))
-        async with HttpBroker(rest.url, runtime, timeout=0.5) as broker:
-            runtime.broker = broker
-            async with runtime:
-                feed = FeedClient(runtime, feed_server.url, [BTC, ETH], close_timeout=0.2)
-                await runtime.start(feed.run)
-                loop = TradingLoop(runtime, broker, [BTC, ETH], strategy=Buyer())
-                rig = Rig(layer, venue, rest, feed_server, broker, loop, alerts)
-                await rig.cycle_until(lambda: layer.mode(BTC) is TradingMode.ALLOW)
+        try:
+            async with Engine(
+                settings,
+                broker=client,
+                symbols=[BTC, ETH],
+                feed_url=feed_server.url,
+                rng=random.Random(0),
+                alert_sinks=(alerts.append,),
+                feed_options={"close_timeout": 0.2},
+            ) as engine:
+                loop = engine.trading_loop(strategy=Buyer())
+                rig = Rig(engine.layer, venue, rest, feed_server, engine.broker, loop, alerts)
+                await rig.cycle_until(lambda: engine.layer.mode(BTC) is TradingMode.ALLOW)
                 yield rig
+        finally:
+            await client.close()
 
 
 async def test_api_error_storm_alerts_a_failed_cancel_and_retries_it_when_the_api_answers() -> None:
@@ -193,7 +209,9 @@ async def test_preview_failures_disable_preview_without_restricting_trading() ->
 
 async def test_failing_position_reads_stop_opening_orders() -> None:
     async with exchange(circuit_failure_threshold=20) as rig:
-        rig.venue.faults.failing_reads = {"positions"}
+        # A spot venue's positions are its balances (CcxtBroker derives them from the base
+        # currencies' accounts): the failing read is the accounts read.
+        rig.venue.faults.failing_reads = {"balances"}
         await rig.cycle_until(lambda: rig.state("broker_outage") is GuardState.TRIPPED)
         assert rig.layer.mode() is TradingMode.REDUCE_ONLY
         placed = rig.orders_at_venue(BTC), rig.orders_at_venue(ETH)

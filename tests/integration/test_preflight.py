@@ -47,7 +47,9 @@ async def preflight(
     return await run_preflight(
         profile=kw.pop("profile", "canary"),
         environ=environ,
-        targets=PreflightTargets(rest.url, feed.url, SYMBOLS),
+        targets=PreflightTargets(
+            rest.url, feed.url, SYMBOLS, rest.credentials.api_key, rest.credentials.api_secret
+        ),
         timeout=1.0,
         **kw,
     )

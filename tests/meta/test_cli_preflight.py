@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tradeguard.cli import main
+from tradeguard.io.exchange.auth import ApiCredentials
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +34,11 @@ def test_canary_against_the_embedded_exchange_is_ready(
 
 
 def test_an_unreachable_venue_is_not_ready_with_a_hint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    key = ApiCredentials.generate()
+    monkeypatch.setenv("COINBASE_API_KEY", key.api_key)
+    monkeypatch.setenv("COINBASE_API_SECRET", key.api_secret)
     port = _closed_port()
     argv = [
         "preflight", "--profile", "prod", "--report-path", str(tmp_path / "r.json"),
@@ -47,6 +51,21 @@ def test_an_unreachable_venue_is_not_ready_with_a_hint(
     assert out.splitlines()[-2] == "NOT READY"
     assert main([*argv, "--warn-only"]) == 0
     assert "DIAGNOSTIC ONLY" in capsys.readouterr().out
+
+
+def test_a_venue_without_an_api_key_fails_the_config_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COINBASE_API_KEY", raising=False)
+    monkeypatch.delenv("COINBASE_API_SECRET", raising=False)
+    argv = [
+        "preflight", "--profile", "prod", "--report-path", str(tmp_path / "r.json"),
+        "--rest-url", "http://127.0.0.1:1", "--ws-url", "ws://127.0.0.1:1",
+    ]  # fmt: skip
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] config" in out and "no API key" in out
+    assert "COINBASE_API_KEY" in out  # the hint says what to set
 
 
 @pytest.mark.parametrize(

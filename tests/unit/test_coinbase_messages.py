@@ -74,3 +74,29 @@ def test_heartbeats_and_subscriptions_parse_without_tickers() -> None:
 def test_malformed_messages_name_what_is_wrong(raw: str, named: str) -> None:
     with pytest.raises(MalformedFeedMessage, match=named):
         parse_message(raw)
+
+
+def test_unsubscribe_names_channel_and_products() -> None:
+    assert json.loads(subscribe_message("ticker", ["ETH-USD"], unsubscribe=True)) == {
+        "type": "unsubscribe",
+        "channel": "ticker",
+        "product_ids": ["ETH-USD"],
+    }
+
+
+def test_a_snapshot_with_the_venues_ticker_fields_still_parses() -> None:
+    details = {"BTC-USD": {"best_bid": "99.95", "best_ask": "100.05", "volume_24_h": "12"}}
+    raw = ticker_message(0, {"BTC-USD": Decimal("100")}, snapshot=True, details=details)
+    (event,) = json.loads(raw)["events"]
+    assert event["type"] == "snapshot"
+    assert event["tickers"] == [
+        {
+            "type": "ticker",
+            "product_id": "BTC-USD",
+            "price": "100",
+            "best_bid": "99.95",
+            "best_ask": "100.05",
+            "volume_24_h": "12",
+        }
+    ]
+    assert parse_message(raw).tickers == (Ticker("BTC-USD", Decimal("100")),)

@@ -7,6 +7,7 @@ drives it through `ReliabilityLayer`'s public methods.
 from tradeguard.fsm import effects, events
 from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._definition import MachineDefinition, Spec
+from tradeguard.fsm._faults import api_fault
 from tradeguard.fsm._layer import GLOBAL_GUARDS, SYMBOL_GUARDS, GuardStatus, ReliabilityLayer
 from tradeguard.fsm._machines import DEFINITIONS
 from tradeguard.fsm._orders import Decision, OrderIntent, Side
@@ -29,6 +30,7 @@ __all__ = [
     "Side",
     "Spec",
     "TradingMode",
+    "api_fault",
     "effects",
     "events",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, final
 
 from tradeguard.errors import InvalidObservation
+from tradeguard.fsm._faults import api_fault
 
 __all__ = [
     "ApiCall",
@@ -81,11 +82,10 @@ class ApiCall:
     def counts_as_error(self) -> bool:
         """A fault of the API: 5xx, 429, a timeout or a connection failure (no status).
 
-        A 4xx client error other than 429 is the caller's fault, not the API's.
+        A 4xx client error other than 429 is the caller's fault, not the API's (the one rule,
+        `tradeguard.fsm.api_fault`).
         """
-        if self.ok:
-            return False
-        return self.status is None or self.status >= 500 or self.status == 429
+        return not self.ok and api_fault(self.status)
 
 
 @final

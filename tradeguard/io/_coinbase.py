@@ -3,7 +3,10 @@
 Shapes follow the venue's public websocket feed: a client sends
 ``{"type": "subscribe", "product_ids": [...], "channel": "ticker"}`` (and ``"heartbeats"``);
 every message carries ``channel``, ``timestamp``, a per-connection ``sequence_num`` and a list
-of ``events``. Ticker events hold ``tickers`` with ``product_id`` and ``price``. The embedded
+of ``events``. Ticker events (a ``snapshot`` first, then ``update`` events) hold ``tickers``
+with ``product_id`` and ``price`` and, at the venue, the quote and 24-hour statistics
+(``best_bid``, ``best_ask``, ``volume_24_h``, ...: `ticker_message` takes them as ``details``;
+the parser reads only what the feed client needs). The embedded
 exchange writes these and the feed client reads them, so the client works against the real
 venue unchanged.
 """
@@ -11,6 +14,7 @@ venue unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -57,18 +61,34 @@ def _stamp(now: datetime | None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def subscribe_message(channel: str, product_ids: list[str]) -> str:
-    """A subscribe request for ``channel`` (``"heartbeats"`` takes no products)."""
-    body: dict[str, Any] = {"type": "subscribe", "channel": channel}
+def subscribe_message(channel: str, product_ids: list[str], *, unsubscribe: bool = False) -> str:
+    """A subscribe (or unsubscribe) request for ``channel`` (``"heartbeats"`` takes no
+    products)."""
+    kind = "unsubscribe" if unsubscribe else "subscribe"
+    body: dict[str, Any] = {"type": kind, "channel": channel}
     if channel != "heartbeats":
         body["product_ids"] = product_ids
     return json.dumps(body)
 
 
-def ticker_message(sequence: int, prices: dict[str, Decimal], *, snapshot: bool = False) -> str:
-    """A ticker message carrying one ticker per symbol."""
+def ticker_message(
+    sequence: int,
+    prices: Mapping[str, Decimal],
+    *,
+    snapshot: bool = False,
+    details: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """A ticker message carrying one ticker per symbol.
+
+    Args:
+        sequence: the connection's sequence number for this message.
+        prices: the last price per symbol.
+        snapshot: the first ticker message of a subscription (event type ``snapshot``).
+        details: more ticker fields per symbol (``best_bid``, ``volume_24_h``, ...).
+    """
+    extra = details or {}
     tickers = [
-        {"type": "ticker", "product_id": symbol, "price": str(price)}
+        {"type": "ticker", "product_id": symbol, "price": str(price), **extra.get(symbol, {})}
         for symbol, price in prices.items()
     ]
     event = {"type": "snapshot" if snapshot else "update", "tickers": tickers}

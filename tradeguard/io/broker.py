@@ -22,6 +22,7 @@ __all__ = [
     "Balance",
     "Broker",
     "BrokerError",
+    "CircuitOpen",
     "Order",
     "OrderRequest",
     "OrderStatus",
@@ -49,6 +50,18 @@ class BrokerError(Exception):
         self.status = status
         where = "no response" if status is None else f"HTTP {status}"
         super().__init__(f"{category}: {where}: {message}")
+
+
+class CircuitOpen(BrokerError):
+    """The category's circuit breaker refused the call; nothing was sent.
+
+    Nothing is observed for it either: the breaker refused, the API did nothing.
+    """
+
+    def __init__(self, category: str) -> None:
+        super().__init__(
+            category, None, f"circuit breaker {category!r} refused the call (not sent)"
+        )
 
 
 class OrderStatus(StrEnum):
@@ -121,6 +134,11 @@ class Order:
     status: OrderStatus
     limit_price: Decimal | None = None
     fill_price: Decimal | None = None
+    # The venue's own name for the order type ("limit", "stop_limit", "twap"...), when the
+    # broker knows it; None for the types this module models (market, limit GTC) when the
+    # broker does not say. An order of a type we do not model keeps its ids, so a
+    # reconciliation audit can still match (and cancel) it.
+    order_type: str | None = None
 
 
 @final

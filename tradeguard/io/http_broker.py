@@ -33,18 +33,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, Self, TypeVar, final
+from typing import Any, Self, TypeVar, final
 from urllib.parse import quote
 
 import aiohttp
 import anyio
 
-from tradeguard.fsm import BreakerState, ReliabilityLayer, Side
-from tradeguard.fsm.effects import Effect
-from tradeguard.fsm.events import ApiCall, Observation, RateLimitUsage
+from tradeguard.fsm import BreakerState, Side, api_fault
+from tradeguard.fsm.events import ApiCall, RateLimitUsage
 from tradeguard.io.broker import (
     Balance,
     BrokerError,
+    CircuitOpen,
     Order,
     OrderRequest,
     OrderStatus,
@@ -52,6 +52,7 @@ from tradeguard.io.broker import (
     Product,
     Quote,
 )
+from tradeguard.io.guarded import ObservationSink
 
 __all__ = [
     "CircuitOpen",
@@ -79,30 +80,8 @@ _API = "/api/v3/brokerage"
 _T = TypeVar("_T")
 
 
-class CircuitOpen(BrokerError):
-    """The category's circuit breaker refused the call; nothing was sent."""
-
-    def __init__(self, category: str) -> None:
-        super().__init__(
-            category, None, f"circuit breaker {category!r} refused the call (not sent)"
-        )
-
-
 class MalformedResponse(ValueError):
     """A response body that is not shaped as the API documents it."""
-
-
-class ObservationSink(Protocol):
-    """What the broker reports to: a `tradeguard.io.Runtime` is one."""
-
-    @property
-    def layer(self) -> ReliabilityLayer:
-        """The layer whose breakers admit each call."""
-        ...
-
-    def observe(self, observation: Observation) -> list[Effect]:
-        """Apply one observation now."""
-        ...
 
 
 @final
@@ -417,7 +396,7 @@ class HttpBroker(anyio.AsyncContextManagerMixin):
 
 def _transient(status: int | None) -> bool:
     """Whether a failed submission may succeed if sent again: the API's faults, not ours."""
-    return status is None or status >= 500 or status == 429
+    return api_fault(status)
 
 
 # ---------------------------------------------------------------------- the wire format

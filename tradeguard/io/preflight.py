@@ -46,8 +46,8 @@ from tradeguard.fsm.effects import Effect
 from tradeguard.io._coinbase import subscribe_message
 from tradeguard.io._ws import direct_connection
 from tradeguard.io.broker import BrokerError
-from tradeguard.io.http_broker import HttpBroker
-from tradeguard.io.runtime import Runtime
+from tradeguard.io.ccxt_broker import CcxtBroker
+from tradeguard.io.engine import Engine
 
 __all__ = ["CheckResult", "PreflightReport", "PreflightTargets", "run_preflight"]
 
@@ -76,6 +76,10 @@ class PreflightTargets:
     rest_url: str
     ws_url: str
     symbols: tuple[str, ...]
+    # The venue's API key (CDP format) for a ccxt ``coinbase`` client built from these
+    # targets; unused when the caller passes its own ccxt exchange.
+    api_key: str = ""
+    api_secret: str = field(default="", repr=False)
 
 
 @final
@@ -128,7 +132,7 @@ class _Run:
     settings: Settings
     targets: PreflightTargets
     layer: ReliabilityLayer
-    broker: HttpBroker
+    broker: CcxtBroker
     timeout: float
     failed_symbols: list[str] = field(default_factory=list)
     api_health_failed: bool = False
@@ -268,8 +272,19 @@ async def run_preflight(
     targets: PreflightTargets,
     warn_only: bool = False,
     timeout: float = 5.0,
+    exchange: Any = None,
 ) -> PreflightReport:
     """Run every check in dependency order and return the report.
+
+    Args:
+        profile: ``dev``, ``canary`` or ``prod``.
+        environ: the knobs (`Settings.from_env` reads them).
+        targets: where the checks go (the websocket URL and symbols; the REST URL and API key
+            build the venue client when ``exchange`` is not given).
+        warn_only: downgrade every error to a warning.
+        timeout: seconds each remote check may take.
+        exchange: the engine's own `ccxt.async_support` exchange, as it will trade; ``None``
+            builds ccxt's ``coinbase`` client from ``targets`` (and closes it after).
 
     Raises:
         ValueError: an unknown profile.
@@ -289,27 +304,46 @@ async def run_preflight(
         results.append(_result("config", begun, "error", str(err), "fix the variables listed"))
         failed.add("config")
     else:
-        results.append(_result("config", begun, "ok", "every knob is valid"))
+        if remote and exchange is None and not (targets.api_key and targets.api_secret):
+            results.append(
+                _result(
+                    "config",
+                    begun,
+                    "error",
+                    "no API key for the venue",
+                    "set COINBASE_API_KEY and COINBASE_API_SECRET (a CDP key), or pass exchange=",
+                )
+            )
+            failed.add("config")
+        else:
+            results.append(_result("config", begun, "ok", "every knob is valid"))
     run: _Run | None = None
     if not remote:
         results += [CheckResult(name, "skipped", 0.0, why) for name, _, _ in REMOTE_CHECKS]
     else:
         usable = settings if settings is not None else Settings()
-        layer = ReliabilityLayer(usable, time.monotonic, rng=random.Random())
-        runtime = Runtime(layer, alert_sinks=())
-        async with HttpBroker(targets.rest_url, runtime, timeout=timeout) as broker, runtime:
-            run = _Run(usable, targets, layer, broker, timeout)
-            for name, needs, check in REMOTE_CHECKS:
-                blocked = [n for n in needs if n in failed]
-                if blocked:
-                    why_skipped = f"depends on {', '.join(blocked)}, which failed"
-                    results.append(CheckResult(name, "skipped", 0.0, why_skipped))
-                    failed.add(name)
-                    continue
-                result = await check(run)
-                results.append(result)
-                if result.status == "error":
-                    failed.add(name)
+        owned = exchange is None
+        venue = _coinbase_client(targets, timeout) if exchange is None else exchange
+        try:
+            engine = Engine(usable, broker=venue, symbols=targets.symbols, alert_sinks=())
+            async with engine:
+                broker = engine.broker
+                assert isinstance(broker, CcxtBroker)
+                run = _Run(usable, targets, engine.layer, broker, timeout)
+                for name, needs, check in REMOTE_CHECKS:
+                    blocked = [n for n in needs if n in failed]
+                    if blocked:
+                        why_skipped = f"depends on {', '.join(blocked)}, which failed"
+                        results.append(CheckResult(name, "skipped", 0.0, why_skipped))
+                        failed.add(name)
+                        continue
+                    result = await check(run)
+                    results.append(result)
+                    if result.status == "error":
+                        failed.add(name)
+        finally:
+            if owned:
+                await venue.close()
     if warn_only:
         results = [
             CheckResult(r.name, "warning", r.duration, r.detail, r.hint)
@@ -328,6 +362,21 @@ async def run_preflight(
         targets={"rest_url": targets.rest_url, "ws_url": targets.ws_url,
                  "symbols": list(targets.symbols)},
     )  # fmt: skip
+
+
+def _coinbase_client(targets: PreflightTargets, timeout: float) -> Any:
+    """ccxt's own Coinbase client pointed at ``targets.rest_url`` with its API key."""
+    import ccxt.async_support as ccxt
+
+    client = ccxt.coinbase(
+        {
+            "apiKey": targets.api_key,
+            "secret": targets.api_secret,
+            "timeout": int(timeout * 1000),  # ms
+        }
+    )
+    client.urls["api"] = {"rest": targets.rest_url}
+    return client
 
 
 def render(report: PreflightReport) -> str:
@@ -389,7 +438,8 @@ async def run_against_embedded(
         ExchangeRestServer(venue, rng=random.Random(seed + 2)) as rest,
         ExchangeFeedServer(market, tick_interval=0.05, heartbeat_interval=0.05) as feed,
     ):
-        targets = PreflightTargets(rest.url, feed.url, tuple(symbols))
+        key = rest.credentials
+        targets = PreflightTargets(rest.url, feed.url, tuple(symbols), key.api_key, key.api_secret)
         return await run_preflight(
             profile=profile, environ=environ, targets=targets, warn_only=warn_only, timeout=2.0
         )

@@ -45,6 +45,7 @@ from tradeguard.io.broker import BOT_PREFIX, Broker, BrokerError
 
 __all__ = [
     "AlertSink",
+    "BrokerFactory",
     "EffectCallback",
     "FeedControl",
     "Record",
@@ -58,6 +59,8 @@ log = logging.getLogger("tradeguard.io.runtime")
 EffectCallback = Callable[[Effect], Awaitable[None] | None]
 AlertSink = Callable[[Alert], Awaitable[None] | None]
 Record = Transitioned | ModeChanged
+# Builds the broker of a runtime from the runtime itself (a broker that reports every call).
+BrokerFactory = Callable[["Runtime"], Broker]
 
 
 def log_alert(alert: Alert) -> None:
@@ -99,13 +102,12 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self,
         layer: ReliabilityLayer,
         *,
-        broker: Broker | None = None,
+        broker: Broker | BrokerFactory | None = None,
         alert_sinks: tuple[AlertSink, ...] = (log_alert,),
         bot_prefix: str = BOT_PREFIX,
         preflight: StartingMode | None = None,
     ) -> None:
         self.layer = layer
-        self.broker = broker
         self.alert_sinks = alert_sinks
         self.bot_prefix = bot_prefix
         self._preflight = preflight
@@ -121,6 +123,11 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._task_group: TaskGroup | None = None
         self._timer_scope = anyio.CancelScope()
         self._closed = False
+        # A broker that reports its calls needs the runtime it reports to: a factory gets the
+        # finished runtime here, so nothing is patched onto it after construction.
+        self.broker: Broker | None = (
+            broker if broker is None or isinstance(broker, Broker) else broker(self)
+        )
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -161,6 +168,15 @@ class Runtime(anyio.AsyncContextManagerMixin):
     def apply(self, effects: list[Effect]) -> None:
         """Queue effects a call on the layer returned outside `observe`."""
         self._publish(effects)
+
+    def alert(self, alert: Alert) -> None:
+        """Send ``alert`` to the alert sinks, queued behind the effects already pending.
+
+        For what the shell sees that no guard judges (the venue refused our credentials): it
+        runs like an `Alert` effect of the layer, callbacks included.
+        """
+        self._require_open()
+        self._publish([alert])
 
     def halt(self, reason: str, symbol: str | None = None, ttl: float | None = None) -> None:
         """Operator halt (see `ReliabilityLayer.halt`); its effects run like any other."""

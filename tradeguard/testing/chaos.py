@@ -59,7 +59,7 @@ from tradeguard.fsm import Side
 from tradeguard.fsm.events import ApiCall, Observation, RateLimitUsage
 from tradeguard.io.broker import BOT_PREFIX, BrokerError, Order, OrderStatus, Preview, Quote
 from tradeguard.io.exchange.feed_server import ExchangeFeedServer
-from tradeguard.io.http_broker import CircuitOpen
+from tradeguard.io.faults import classify
 
 __all__ = [
     "BROKER_METHODS",
@@ -554,18 +554,15 @@ def _public_methods(obj: object) -> list[str]:
 
 
 def _reported_failure(exc: BaseException) -> tuple[bool, int | None]:
-    """Whether a raised exception is an API fault HttpBroker would report, and its status."""
-    if isinstance(exc, CircuitOpen):
-        return False, None  # a refused call never reached the API: HttpBroker reports nothing
-    if isinstance(exc, BrokerError):
-        status = exc.status
-        # ApiCall(ok=False) needs a 4xx/5xx; HttpBroker reports any other answer as no status.
-        if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
-            return True, status
-        return True, None
-    if isinstance(exc, OSError):  # TimeoutError and ConnectionError included
-        return True, None
-    return False, None  # a bug, not the venue: nothing to report
+    """Whether a raised exception is an API failure a real broker would report, and its status.
+
+    The shell's one fault table decides (`tradeguard.io.faults.classify`): a refused call
+    (`CircuitOpen`) never reached the API and a bug is not the venue, so neither is reported.
+    """
+    failure = classify(exc)
+    if failure is None:
+        return False, None
+    return True, failure.status
 
 
 @final

@@ -5,17 +5,26 @@ Advanced Trade market-data protocol (`tradeguard.io._coinbase`). Tests and the d
 on purpose through its controls: drop every connection with a close code, refuse handshakes
 with an HTTP status, go silent, skip sequence numbers, send garbage, stop and restart the
 listener on the same port.
+
+Like the venue, a ticker subscription is answered with a ``snapshot`` ticker event for the
+products it adds (frozen ones left out: they get no ticker), then ``update`` events;
+``unsubscribe`` removes products or heartbeats. Ticker events carry the venue's fields
+(``best_bid``, ``best_ask``, ``volume_24_h``, ``low_24_h``, ``high_24_h``,
+``price_percent_chg_24_h``, ...), "24 hours" meaning since the market started. With
+``tls`` it serves ``wss://``; with ``credentials`` a subscribe carrying a ``jwt`` must carry
+one signed by that key (market-data channels need none, as at the venue).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
+from pathlib import Path
 from typing import Self, final
 
 import anyio
@@ -28,7 +37,9 @@ from tradeguard.io._coinbase import (
     subscriptions_message,
     ticker_message,
 )
+from tradeguard.io.exchange.auth import ApiCredentials, AuthError, verify_jwt
 from tradeguard.io.exchange.market import Market
+from tradeguard.io.exchange.tls import ServerTls
 
 __all__ = ["ExchangeFeedServer", "Subscription"]
 
@@ -66,6 +77,9 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         port: 0 picks a free port; `port` tells which after start.
         tick_interval: seconds between ticker rounds.
         heartbeat_interval: seconds between heartbeats.
+        tls: serve ``wss://``: True makes a throwaway CA the server owns (removed when the
+            block exits); a `ServerTls` is used as given (its owner removes it).
+        credentials: check the ``jwt`` a subscribe may carry against this key.
     """
 
     def __init__(
@@ -76,6 +90,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         port: int = 0,
         tick_interval: float = 0.05,
         heartbeat_interval: float = 0.05,
+        tls: bool | ServerTls = False,
+        credentials: ApiCredentials | None = None,
     ) -> None:
         self.market = market
         self.host = host
@@ -92,11 +108,20 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         self._subscribers: set[_Subscriber] = set()
         self._numbers = itertools.count(1)
         self._server: Server | None = None
+        self.credentials = credentials
+        self._tls_wanted = tls is not False
+        self._tls: ServerTls | None = tls if isinstance(tls, ServerTls) else None
+        self._owns_tls = tls is True
 
     @property
     def url(self) -> str:
-        """The ``ws://`` address clients connect to."""
-        return f"ws://{self.host}:{self.port}"
+        """The ``ws://`` (or ``wss://``) address clients connect to."""
+        return f"{'wss' if self._tls_wanted else 'ws'}://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The PEM file of the CA that signed the server certificate (None without TLS)."""
+        return None if self._tls is None else self._tls.ca_file
 
     @property
     def open_connections(self) -> int:
@@ -114,6 +139,9 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
                 tg.cancel_scope.cancel("exchange feed server closed")
                 with anyio.move_on_after(5, shield=True):
                     await self.stop()
+                if self._owns_tls and self._tls is not None:
+                    self._tls.close()
+                    self._tls = None
 
     # ------------------------------------------------------------------ controls
 
@@ -121,6 +149,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         """Start listening (again, on the same port after a `stop`)."""
         if self._server is not None:
             return
+        if self._tls_wanted and self._tls is None:
+            self._tls = ServerTls()
         self._server = await serve(
             self._handle,
             self.host,
@@ -128,8 +158,9 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
             process_request=self._process_request,
             ping_interval=None,
             close_timeout=1,
+            ssl=None if self._tls is None else self._tls.server_context(),
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
 
     async def stop(self) -> None:
         """Stop listening and close every connection (clients see 1001 going away)."""
@@ -191,15 +222,57 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
             products = [str(p) for p in body.get("product_ids", [])]
         except (ValueError, KeyError, TypeError):
             return  # a real venue answers with an error message; clients here never do this
-        if body.get("type") != "subscribe":
+        kind = body.get("type")
+        if kind not in ("subscribe", "unsubscribe"):
             return
-        self.subscriptions.append(Subscription(sub.number, channel, tuple(products)))
-        if channel == "heartbeats":
-            sub.heartbeats = True
+        token = body.get("jwt")
+        if self.credentials is not None and token is not None:
+            try:
+                verify_jwt(self.credentials, str(token), method=None, path=None)
+            except AuthError as err:
+                await sub.connection.send(json.dumps({"type": "error", "message": str(err)}))
+                return
+        added: list[str] = []
+        if kind == "subscribe":
+            self.subscriptions.append(Subscription(sub.number, channel, tuple(products)))
+            if channel == "heartbeats":
+                sub.heartbeats = True
+            elif channel == "ticker":
+                added = [p for p in products if p in self.market.prices and p not in sub.products]
+        elif channel == "heartbeats":
+            sub.heartbeats = False
         elif channel == "ticker":
-            sub.products.update(p for p in products if p in self.market.prices)
-        acked = {"ticker": sorted(sub.products), "heartbeats": ["heartbeats"] * sub.heartbeats}
+            sub.products.difference_update(products)
+        tickers = sorted(sub.products.union(added))
+        acked = {"ticker": tickers, "heartbeats": ["heartbeats"] * sub.heartbeats}
         await sub.connection.send(subscriptions_message(sub.next_sequence(0), acked))
+        snapshot = {p: self.market.prices[p] for p in added if p not in self.market.frozen}
+        if snapshot:
+            message = ticker_message(
+                sub.next_sequence(0), snapshot, snapshot=True, details=self._details(snapshot)
+            )
+            await sub.connection.send(message)
+        # Only now may updates flow for the new products: the snapshot comes first.
+        sub.products.update(added)
+
+    def _details(self, symbols: Iterable[str]) -> dict[str, dict[str, str]]:
+        details = {}
+        for symbol in symbols:
+            bid, ask = self.market.bid_ask(symbol)
+            low, high = str(self.market.low[symbol]), str(self.market.high[symbol])
+            details[symbol] = {
+                "volume_24_h": str(self.market.volume[symbol]),
+                "low_24_h": low,
+                "high_24_h": high,
+                "low_52_w": low,
+                "high_52_w": high,
+                "price_percent_chg_24_h": str(self.market.change_percent(symbol)),
+                "best_bid": str(bid),
+                "best_bid_quantity": "1",
+                "best_ask": str(ask),
+                "best_ask_quantity": "1",
+            }
+        return details
 
     async def _publish_forever(self) -> None:
         beats = itertools.count(1)
@@ -230,7 +303,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         messages = ["}{ not json"] * garbage
         prices = {s: p for s, p in self.market.prices.items() if s in sub.products and s in moved}
         if prices:
-            messages.append(ticker_message(sub.next_sequence(skip), prices))
+            details = self._details(prices)
+            messages.append(ticker_message(sub.next_sequence(skip), prices, details=details))
             skip = 0
         if sub.heartbeats and beat:
             messages.append(heartbeat_message(sub.next_sequence(skip), counter))
