@@ -479,7 +479,7 @@ def test_helpers_plans_and_brokers_reject_bad_arguments() -> None:
             preset()
 
 
-async def test_observe_reports_calls_the_way_http_broker_does() -> None:
+async def test_observe_reports_calls_the_way_ccxt_broker_does() -> None:
     seen: list[Observation] = []
     plan = FaultPlan().add(
         "list_orders",
@@ -516,7 +516,7 @@ async def test_real_venue_failures_are_reported_like_injected_ones() -> None:
 
 
 async def test_without_report_passthrough_only_injected_faults_are_reported() -> None:
-    # For a wrapped HttpBroker, which reports its own calls.
+    # For a wrapped CcxtBroker, which reports its own calls.
     seen: list[Observation] = []
     error = BrokerError("market", 500, "lookup failing")
     inner = DeterministicBroker()

@@ -1,15 +1,16 @@
 """The asyncio shell: drives the pure core over real sockets.
 
-`Runtime` owns every task; `FeedClient` is the websocket market-data client; the embedded
-simulated exchange lives in `tradeguard.io.exchange`.
+`Engine` assembles everything around the exchange client an engine already has; `Runtime` owns
+every task; `CcxtBroker` reports every request of a ccxt exchange; `FeedClient` is the websocket
+market-data client; the embedded Coinbase simulator lives in `tradeguard.io.exchange`.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from tradeguard.io.broker import CircuitOpen
+from tradeguard.io.broker import Broker, CircuitOpen
+from tradeguard.io.engine import Engine, EngineNotRunning
 from tradeguard.io.feed import FeedClient, Ticker
 from tradeguard.io.guarded import GuardedCall, ObservationSink, guarded_call
-from tradeguard.io.http_broker import HttpBroker
 from tradeguard.io.http_status import Health, HealthStatus, StatusServer
 from tradeguard.io.loop import (
     CycleReport,
@@ -28,16 +29,18 @@ if TYPE_CHECKING:
     from tradeguard.io.ccxt_broker import CcxtBroker
 
 __all__ = [
+    "Broker",
     "CcxtBroker",
     "CircuitOpen",
     "CycleReport",
     "EffectCallback",
+    "Engine",
+    "EngineNotRunning",
     "FeedClient",
     "FeedControl",
     "GuardedCall",
     "Health",
     "HealthStatus",
-    "HttpBroker",
     "LoopEvent",
     "LoopEventKind",
     "Metrics",

@@ -29,7 +29,7 @@ Where this does better than the original (each has a test named for it):
 - Async methods stay async (coroutine functions, so `TradingLoop` awaits them) and await the
   delay; sync methods stay sync.
 - With ``observe`` (say ``runtime.observe``), the chaos broker reports each call the way
-  `tradeguard.io.http_broker.HttpBroker` does (`ApiCall`, and `RateLimitUsage` on a 429), so
+  `tradeguard.io.CcxtBroker` does (`ApiCall`, and `RateLimitUsage` on a 429), so
   injected faults reach the layer even when the wrapped broker does no I/O.
 
 Presets return a fresh plan per call and say which guard they trip. The websocket helpers at
@@ -88,7 +88,7 @@ __all__ = [
     "websocket_silence",
 ]
 
-# The breaker category of each `tradeguard.io.broker.Broker` method, as `HttpBroker` files it.
+# The breaker category of each `tradeguard.io.broker.Broker` method, as `CcxtBroker` files it.
 _CATEGORIES: Mapping[str, str] = {
     "list_balances": "accounts",
     "list_positions": "accounts",
@@ -584,14 +584,14 @@ class ChaosBroker:
     the event loop (`anyio.from_thread.run_sync`).
 
     Args:
-        wrapped: the broker to fault (a `DeterministicBroker`, an `HttpBroker`, a sync SDK).
+        wrapped: the broker to fault (a `DeterministicBroker`, a `CcxtBroker`, a sync SDK).
         plan: the faults.
         sleep_func: waits out a delay; sync or async for async methods (default
             `anyio.sleep`), sync for sync methods (default `time.sleep`). Pass a no-op
             (``lambda _: None``) in tests.
         observe: where to report calls, e.g. ``runtime.observe``; ``None`` reports nothing.
         report_passthrough: report answers and real failures too. Set it False when wrapping
-            `HttpBroker`, which reports its own calls: only the injected faults are reported.
+            `CcxtBroker`, which reports its own calls: only the injected faults are reported.
 
     Raises:
         ValueError: the plan names a method ``wrapped`` does not have (the message lists its
