@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import sys
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
 from pathlib import Path
-from typing import Self, final
+from typing import Any, Self, final
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
 from tradeguard.io._coinbase import (
@@ -65,6 +67,21 @@ class _Subscriber:
     def next_sequence(self, skip: int) -> int:
         self.sequence += 1 + skip
         return self.sequence
+
+
+class _RefusalsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The server's logger, with handshakes we refused on purpose logged at DEBUG.
+
+    websockets 13 (the official SDK pins it) reports a handshake that `refuse_handshakes`
+    answered with an HTTP status as "opening handshake failed" at ERROR, with a traceback;
+    newer releases do not. A refusal is the fault control working, not a server error.
+    """
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg == "opening handshake failed" and isinstance(sys.exc_info()[1], InvalidStatus):
+            self.debug(msg, *args, **kwargs)
+        else:
+            super().error(msg, *args, **kwargs)
 
 
 @final
@@ -159,6 +176,7 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
             ping_interval=None,
             close_timeout=1,
             ssl=None if self._tls is None else self._tls.server_context(),
+            logger=_RefusalsAtDebug(logging.getLogger("tradeguard.io.exchange.feed_server")),
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
 
