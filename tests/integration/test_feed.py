@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import ssl
@@ -19,6 +20,7 @@ import anyio
 import pytest
 from feed_harness import SYMBOLS, running_feed, wait_until
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tradeguard import TradingMode
 from tradeguard.fsm.effects import CloseConnection, MaxAttemptsExceeded, Reconnect
@@ -238,3 +240,16 @@ async def test_tls_snapshot_then_updates_unsubscribe_and_a_forged_jwt() -> None:
             assert message["events"][0]["subscriptions"]["ticker"] == []
         ca_file = server.ca_file
     assert not ca_file.exists()
+
+
+async def test_a_refused_handshake_is_not_logged_as_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # websockets 13 (pinned by the official SDK) logs our own refusals as ERROR with a
+    # traceback; the fault control working is not a server error.
+    async with ExchangeFeedServer(Market(SYMBOLS, random.Random(1))) as server:
+        server.refuse_handshakes(503)
+        with pytest.raises(InvalidStatus):
+            async with connect(server.url):
+                pass
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -77,11 +77,11 @@ class _RefusalsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
     newer releases do not. A refusal is the fault control working, not a server error.
     """
 
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        # Every level goes through here, also from the adapter websockets wraps around us.
         if msg == "opening handshake failed" and isinstance(sys.exc_info()[1], InvalidStatus):
-            self.debug(msg, *args, **kwargs)
-        else:
-            super().error(msg, *args, **kwargs)
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
 
 
 @final
