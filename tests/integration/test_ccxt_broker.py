@@ -366,3 +366,17 @@ def test_an_exchange_is_wrapped_once() -> None:
         CcxtBroker(exchange, Sink())
     with pytest.raises(TypeError, match=r"must be a ccxt\.async_support exchange"):
         CcxtBroker(object(), Sink())
+
+
+async def test_leaving_the_broker_hands_the_client_back_unwrapped() -> None:
+    async with setup() as s:
+        await loaded(s)
+        async with s.broker:
+            await s.broker.get_server_time()
+        assert len(s.seen.calls()) == 1
+        await s.exchange.fetch_time()  # the caller's own request: no longer the layer's
+        assert len(s.seen.calls()) == 1 and s.requests() == 2
+        s.broker.detach()  # twice is harmless
+        again = CcxtBroker(s.exchange, s.seen, symbols=["BTC-USD"])  # a new runtime may wrap it
+        await again.get_server_time()
+        assert len(s.seen.calls()) == 2

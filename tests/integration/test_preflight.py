@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import ccxt.async_support as ccxt
 import pytest
 
 from tradeguard import GuardState, ReliabilityLayer, Settings, TradingMode
@@ -68,6 +69,39 @@ async def test_canary_against_a_healthy_exchange_is_ready() -> None:
     ]  # fmt: skip
     assert report.ready and report.exit_code == 0
     assert render(report).splitlines()[-1] == "READY"
+
+
+async def test_the_engines_own_ccxt_exchange_is_checked_as_it_will_trade() -> None:
+    async with exchange() as (rest, feed, _):
+        client = ccxt.coinbase(
+            {"apiKey": rest.credentials.api_key, "secret": rest.credentials.api_secret}
+        )
+        client.urls["api"] = {"rest": rest.url}
+        try:
+            # No key in the targets: the exchange given is used as it is.
+            report = await run_preflight(
+                profile="canary",
+                environ={},
+                targets=PreflightTargets(rest.url, feed.url, SYMBOLS),
+                timeout=1.0,
+                exchange=client,
+            )
+            assert report.ready, render(report)
+            assert rest.request_counts["accounts"] >= 1  # the checks went through ccxt
+            await client.fetch_time()  # the caller's client is left open for trading
+        finally:
+            await client.close()
+
+
+async def test_without_an_api_key_the_config_check_fails_and_says_what_to_set() -> None:
+    async with exchange() as (rest, feed, _):
+        report = await run_preflight(
+            profile="canary", environ={}, targets=PreflightTargets(rest.url, feed.url, SYMBOLS)
+        )
+    config = next(c for c in report.checks if c.name == "config")
+    assert config.status == "error" and "COINBASE_API_KEY" in config.hint
+    assert statuses(report)["api_connectivity"] == "skipped"
+    assert rest.request_counts == {}  # nothing was sent without credentials
 
 
 async def test_server_down_fails_connectivity_and_skips_what_depends_on_it() -> None:

@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar, final
+from typing import Any, Self, TypeVar, final
 from urllib.parse import urlsplit
 
 import anyio
@@ -130,8 +130,10 @@ class CcxtBroker:
     """A `Broker` over a ``ccxt.async_support`` exchange, every HTTP request reported.
 
     The exchange stays the caller's: open and close it as usual (``await exchange.close()``).
-    Building the broker wraps the instance's ``fetch`` and ``on_rest_response``; build one
-    broker per exchange instance.
+    Building the broker wraps the instance's ``fetch`` and ``on_rest_response``; `detach`
+    (or leaving ``async with broker:``, which the `Engine` does) puts them back, so the
+    client works on its own again after the runtime it reported to has closed. One broker
+    per exchange instance at a time.
 
     Example::
 
@@ -255,9 +257,37 @@ class CcxtBroker:
                 request_body,
             )
 
+        # What the instance itself held before (usually nothing: the class's methods).
+        self._replaced = {
+            name: exchange.__dict__[name]
+            for name in ("fetch", "on_rest_response")
+            if name in exchange.__dict__
+        }
         exchange.fetch = fetch
         exchange.on_rest_response = on_rest_response
         setattr(exchange, _WRAPPED, True)
+
+    def detach(self) -> None:
+        """Unwrap the exchange: its requests are no longer admitted or reported.
+
+        Safe to call twice. Call it when the runtime this broker reports to closes (leaving
+        ``async with broker:`` does), before using the client on its own.
+        """
+        exchange = self.exchange
+        if not getattr(exchange, _WRAPPED, False):
+            return
+        for name in ("fetch", "on_rest_response"):
+            if name in self._replaced:
+                setattr(exchange, name, self._replaced[name])
+            else:
+                exchange.__dict__.pop(name, None)
+        exchange.__dict__.pop(_WRAPPED, None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.detach()
 
     async def _venue(self, category: str, work: Callable[[], Awaitable[_T]]) -> _T:
         """Run ccxt calls; what they raise becomes `BrokerError` (see the fault table)."""
