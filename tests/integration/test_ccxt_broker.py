@@ -11,13 +11,14 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import anyio
 import ccxt.async_support as ccxt
 import pytest
+from seen import Seen
 
 from tradeguard import GuardState, ReliabilityLayer, Settings, Side
 from tradeguard.fsm import BreakerState
@@ -33,36 +34,6 @@ from tradeguard.testing.chaos import ChaosBroker, FaultPlan, fault_always
 pytestmark = pytest.mark.anyio
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
-
-
-@dataclass
-class Seen:
-    """The runtime as the broker sees it: keeps every observation and alert, then applies it."""
-
-    runtime: Runtime
-    observed: list[Observation] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-
-    @property
-    def layer(self) -> ReliabilityLayer:
-        return self.runtime.layer
-
-    def observe(self, observation: Observation) -> list[Effect]:
-        self.observed.append(observation)
-        return self.runtime.observe(observation)
-
-    def alert(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-        self.runtime.alert(alert)
-
-    def calls(self) -> list[ApiCall]:
-        return [o for o in self.observed if isinstance(o, ApiCall)]
-
-    def usages(self) -> list[float]:
-        return [o.usage for o in self.observed if isinstance(o, RateLimitUsage)]
-
-    def forget(self) -> None:
-        self.observed.clear()
 
 
 @dataclass

@@ -11,48 +11,22 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import anyio
 import pytest
+from seen import Seen
 
 from tradeguard import ReliabilityLayer, Settings
 from tradeguard.fsm import BreakerState
-from tradeguard.fsm.effects import Alert, Effect
-from tradeguard.fsm.events import ApiCall, Observation, RateLimitUsage
+from tradeguard.fsm.effects import Alert
+from tradeguard.fsm.events import ApiCall
 from tradeguard.io import CircuitOpen, Runtime, guarded_call
 from tradeguard.io.exchange import ExchangeRestServer, Market, Venue
 from tradeguard.io.exchange.rest_server import API_PREFIX
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class Seen:
-    """The runtime as the hook sees it: keeps every observation and alert, then applies it."""
-
-    runtime: Runtime
-    observed: list[Observation] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-
-    @property
-    def layer(self) -> ReliabilityLayer:
-        return self.runtime.layer
-
-    def observe(self, observation: Observation) -> list[Effect]:
-        self.observed.append(observation)
-        return self.runtime.observe(observation)
-
-    def alert(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-        self.runtime.alert(alert)
-
-    def calls(self) -> list[ApiCall]:
-        return [o for o in self.observed if isinstance(o, ApiCall)]
-
-    def usages(self) -> list[float]:
-        return [o.usage for o in self.observed if isinstance(o, RateLimitUsage)]
 
 
 @dataclass

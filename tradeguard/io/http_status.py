@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from tradeguard.fsm import BreakerState, FeedState, GuardState, TradingMode
+from tradeguard.io._http import serving
 from tradeguard.io.metrics import GLOBAL_SCOPE, Metrics
 from tradeguard.io.runtime import Runtime
 
@@ -127,7 +128,6 @@ class StatusServer(anyio.AsyncContextManagerMixin):
         self.metrics = metrics
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -140,18 +140,8 @@ class StatusServer(anyio.AsyncContextManagerMixin):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self._runner = runner
-            self.port = runner.addresses[0][1]
+        async with serving(app, self.host, self.port) as self.port:
             yield self
-        finally:
-            self._runner = None
-            with anyio.move_on_after(5, shield=True):
-                await runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.metrics.refresh(self.runtime.layer)

@@ -30,6 +30,7 @@ from typing import Any, Self, final
 import anyio
 from aiohttp import web
 
+from tradeguard.io._http import serving
 from tradeguard.io.exchange.feed_server import ExchangeFeedServer
 from tradeguard.io.exchange.rest_server import ExchangeRestServer
 
@@ -67,7 +68,6 @@ class AdminServer(anyio.AsyncContextManagerMixin):
         self.feed = feed
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -82,18 +82,8 @@ class AdminServer(anyio.AsyncContextManagerMixin):
         app.router.add_post(f"{ADMIN_PREFIX}/feed", self._feed)
         app.router.add_get(f"{ADMIN_PREFIX}/requests", self._requests)
         app.router.add_delete(f"{ADMIN_PREFIX}/requests", self._reset_requests)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self._runner = runner
-            self.port = runner.addresses[0][1]
+        async with serving(app, self.host, self.port) as self.port:
             yield self
-        finally:
-            self._runner = None
-            with anyio.move_on_after(5, shield=True):
-                await runner.cleanup()
 
     # ------------------------------------------------------------------ handlers
 
