@@ -153,8 +153,11 @@ def _restrictions(scope: dict[str, Any], where: str) -> list[str]:
         when = "fault present" if left is None else f"lifts in {_seconds(left)}"
         found.append(f"{name} ({where}): {state}, {guard.get('restriction')}, {when}")
     halt = scope.get("halt", {})
-    if halt.get("state") == "HALTED":
-        found.append(f"operator ({where}): HALTED, PAUSED, reason {halt.get('reason')!r}")
+    if halt.get("state", "RUNNING") != "RUNNING":
+        left = halt.get("seconds_until_lift")
+        when = "until resumed" if left is None else f"lifts in {_seconds(left)}"
+        state, mode, reason = halt.get("state"), halt.get("mode", "PAUSED"), halt.get("reason")
+        found.append(f"operator ({where}): {state}, {mode}, {when}, reason {reason!r}")
     return found
 
 

@@ -19,17 +19,19 @@ from machine to machine, so two runs print the same story, not byte-identical te
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import textwrap
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TextIO
 
 import anyio
 
-from tradeguard.config import Settings
-from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, ReliabilityLayer, Side
+from tradeguard.config import KNOBS, Settings
+from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, ReliabilityLayer, Side, TradingMode
 from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
 from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.engine import Engine
@@ -64,7 +66,7 @@ DEMO_SETTINGS = {
     "health_check_interval": 1.0,
 }
 CYCLE_SECONDS = 0.2
-BASE_DURATION = 48.0
+BASE_DURATION = 50.0
 
 
 @dataclass
@@ -81,6 +83,9 @@ class _Demo:
     refused: int = 0
     violations: list[str] = field(default_factory=list)
     rows_tripped: set[str] = field(default_factory=set)
+    modes_seen: set[TradingMode] = field(default_factory=set)
+    engine: Engine | None = None
+    scale: float = 1.0  # the timeline's stretch: --duration over the base duration
     _last_refusal: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
@@ -93,12 +98,13 @@ class _Demo:
         if isinstance(record, ModeChanged):
             why = ", ".join(f"{r.guard} {r.state}" for r in record.reasons) or "nothing in force"
             scope = record.scope or "ALL SYMBOLS"
+            self.modes_seen.add(record.dest)
             self.say(f"  MODE {scope}: {record.source.name} -> {record.dest.name}  ({why})")
         elif record.machine != "mode":
             where = "" if record.scope is None else f"[{record.scope}]"
             move = f"{record.source} -> {record.dest} ({record.trigger})"
             self.say(f"  {record.machine}{where}: {move}")
-            if record.dest in ("TRIPPED", "DEGRADED", "OPEN"):
+            if record.dest in ("TRIPPED", "DEGRADED", "OPEN", "HALTED"):
                 self.rows_tripped.add(record.machine.split(":")[0])
 
     def on_loop_event(self, event: LoopEvent) -> None:
@@ -119,13 +125,23 @@ class _Demo:
 
     def audit_sending(self, request: OrderRequest) -> None:
         """Independent of decide(): at the instant an order is sent, is it opening a position
-        (judged from the exchange's own books) while anything restricts its symbol?"""
+        (judged from the exchange's own books) while anything restricts its symbol, or any
+        order while an operator halt pauses it?"""
         held = self.venue.positions.get(request.symbol, Decimal(0))
         reducing = held * (1 if request.side is Side.SELL else -1) >= request.quantity
+        status = self.layer.status()
+        scope_status = status["symbols"].get(request.symbol) or {}
+        paused = [
+            "operator halt (PAUSED)"
+            for sc in (status["global"], scope_status)
+            if sc.get("halt", {}).get("state") == "HALTED"
+            and sc.get("halt", {}).get("mode", "PAUSED") == "PAUSED"
+        ]
+        if paused:  # PAUSED refuses closing orders too
+            self.violations.append(f"{request.symbol}: order sent while {paused}")
         if reducing:
             return
         self.placed_opening += 1
-        status = self.layer.status()
         scope = status["symbols"].get(request.symbol)
         restricting = [
             f"{name} {g['state']}"
@@ -136,7 +152,7 @@ class _Demo:
         if scope is None or not scope.get("has_mark", False):
             restricting.append("no mark")
         for sc in (status["global"], scope or {}):
-            if sc.get("halt", {}).get("state") == "HALTED":
+            if sc.get("halt", {}).get("state", "RUNNING") != "RUNNING":
                 restricting.append("operator halt")
         if restricting:
             self.violations.append(f"{request.symbol}: opening order while {restricting}")
@@ -206,7 +222,16 @@ def _drift(symbol: str) -> Step:
     return step
 
 
-# (seconds into a 48 s run, matrix row, what happens, how)
+def _halt(symbol: str, seconds: float) -> Step:
+    async def step(demo: _Demo) -> None:
+        assert demo.engine is not None
+        ttl = seconds * demo.scale
+        await demo.engine.halt(f"operator: maintenance on {symbol}", symbol=symbol, ttl=ttl)
+
+    return step
+
+
+# (seconds into a 50 s run, matrix row, what happens, how)
 def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
     first, second = symbols[0], symbols[1]
     two_pct = Decimal("0.02")
@@ -214,7 +239,8 @@ def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
         (
             2.0,
             "api_health",
-            "error storm: every REST call answers 503",
+            "error storm: every REST call answers 503 (the loop's position reads fail first, "
+            "so broker_outage trips beside api_health)",
             lambda d: d.rest.error_storm(1.0, 503),
         ),
         (4.0, "api_health", "the API answers again", lambda d: d.rest.error_storm(0.0)),
@@ -258,13 +284,39 @@ def _timeline(symbols: list[str]) -> list[tuple[float, str, str, Step]]:
             "the websocket accepts connections again",
             lambda d: d.feed.refuse_handshakes(None),
         ),
+        (
+            46.5,
+            "operator",
+            f"operator halts {second} for 2 s: PAUSED, closing orders refused too",
+            _halt(second, 2.0),
+        ),
     ]
 
 
-async def _run(seed: int, duration: float, symbols: list[str], out: TextIO) -> int:
+def demo_settings(environ: Mapping[str, str]) -> tuple[Settings, list[str]]:
+    """The environment's knobs with the demo's timings on top, and what to tell the reader.
+
+    Raises:
+        ConfigError: a knob in ``environ`` is bad (the demo refuses to run on it).
+    """
+    from_env = Settings.from_env(environ)
+    settings = dataclasses.replace(from_env, **DEMO_SETTINGS)  # type: ignore[arg-type]
+    overridden = [k for k in KNOBS if k.field in DEMO_SETTINGS]
+    shown = ", ".join(f"{k.env}={getattr(settings, k.field):g}" for k in overridden)
+    text = f"knobs: from the environment, except the demo's timings: {shown}"
+    lines = textwrap.wrap(text, 96, subsequent_indent="  ", break_on_hyphens=False)
+    ignored = sorted(k.env for k in overridden if k.env in environ)
+    if ignored:
+        text = f"knobs: the environment's values of {', '.join(ignored)} are not used"
+        lines += textwrap.wrap(text, 96, subsequent_indent="  ", break_on_hyphens=False)
+    return settings, lines
+
+
+async def _run(
+    seed: int, duration: float, symbols: list[str], out: TextIO, settings: Settings
+) -> int:
     import ccxt.async_support as ccxt
 
-    settings = Settings(**DEMO_SETTINGS)  # type: ignore[arg-type]
     market = Market(symbols, random.Random(seed + 1))
     venue = Venue(market, random.Random(seed + 2))
     async with ExchangeRestServer(venue, rng=random.Random(seed + 3)) as rest:
@@ -315,7 +367,7 @@ async def _engine(
             feed_options={"close_timeout": 0.2},
         ) as engine,
     ):
-        demo = _Demo(engine.layer, venue, rest, feed, symbols, out)
+        demo = _Demo(engine.layer, venue, rest, feed, symbols, out, engine=engine)
         demo.say(f"tradeguard demo: {', '.join(symbols)} through ccxt's coinbase on {rest.url}")
         demo.say(f"  (authenticated: ES256 JWTs for {rest.credentials.api_key})")
         for path in ("metrics", "health", "status"):
@@ -327,7 +379,7 @@ async def _engine(
 
 async def _trade(demo: _Demo, engine: Engine, seed: int, duration: float) -> None:
     symbols = demo.symbols
-    scale = duration / BASE_DURATION
+    scale = demo.scale = duration / BASE_DURATION
     records = engine.subscribe(max_buffer=100_000)
     audited = _AuditedBroker(engine.broker, demo)
 
@@ -358,11 +410,13 @@ async def _print_records(records: Any, demo: _Demo) -> None:
 
 
 def _summary(demo: _Demo) -> int:
-    rows = {*GLOBAL_GUARDS, *SYMBOL_GUARDS}  # one matrix row per guard
+    rows = {*GLOBAL_GUARDS, *SYMBOL_GUARDS, "operator"}  # a row per guard, and a halt
     missed = sorted(rows - demo.rows_tripped)
+    unseen = sorted(m.name for m in set(TradingMode) - demo.modes_seen)
     w = demo.out.write
     w("\nsummary\n")
     w(f"  guards tripped: {', '.join(sorted(demo.rows_tripped & rows))}\n")
+    w(f"  modes seen: {', '.join(m.name for m in sorted(demo.modes_seen))}\n")
     w(f"  orders placed: {demo.placed} ({demo.placed_opening} opening); refused {demo.refused}\n")
     modes = " ".join(f"{s}={demo.layer.mode(s).name}" for s in demo.symbols)
     w(f"  final modes: global={demo.layer.mode().name} {modes}\n")
@@ -371,13 +425,30 @@ def _summary(demo: _Demo) -> int:
         w(f"    {violation}\n")
     if missed:
         w(f"  rows that did not trip: {', '.join(missed)}\n")
-    ok = not missed and not demo.violations
+    if unseen:
+        w(f"  modes never reached: {', '.join(unseen)}\n")
+    ok = not missed and not unseen and not demo.violations
     w(f"  result: {'OK' if ok else 'FAILED'}\n")
     return 0 if ok else 1
 
 
-def run_live_demo(*, seed: int, duration: float, symbols: list[str], out: TextIO) -> int:
-    """Run the live demo; 0 when every row tripped and no opening order slipped through."""
+def run_live_demo(
+    *,
+    seed: int,
+    duration: float,
+    symbols: list[str],
+    out: TextIO,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the live demo; 0 when every row tripped and no opening order slipped through.
+
+    Raises:
+        ValueError: a ``duration`` under 30 s.
+        ConfigError: a bad knob in ``environ`` (default: none).
+    """
     if duration < 30:
         raise ValueError(f"--duration must be at least 30 seconds, got {duration:g}")
-    return anyio.run(_run, seed, duration, symbols, out)
+    settings, lines = demo_settings(environ or {})
+    for line in lines:
+        out.write(line + "\n")
+    return anyio.run(_run, seed, duration, symbols, out, settings)

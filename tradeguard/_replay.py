@@ -1,4 +1,4 @@
-"""``tradeguard demo``: a scripted replay, in virtual time, of every decision-matrix row.
+"""``tradeguard replay``: a scripted replay, in virtual time, of every decision-matrix row.
 
 No sockets and no sleeping: a `ManualClock` jumps from one deadline to the next, marks and
 heartbeats keep flowing in the background, and each scripted fault is fed to the layer as the
@@ -10,12 +10,12 @@ check that no opening order was allowed while its symbol was restricted.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TextIO, assert_never
 
-from tradeguard.config import Settings
+from tradeguard.config import KNOBS, Settings
 from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS
 from tradeguard.fsm import events as ev
 from tradeguard.fsm._layer import ReliabilityLayer
@@ -307,6 +307,16 @@ class _Replay:
         return 0 if ok else 1
 
 
-def run_replay(seed: int, out: TextIO) -> int:
-    """Play the script; returns 0 when every row was hit and no opening order slipped through."""
+def run_replay(seed: int, out: TextIO, environ: Mapping[str, str] | None = None) -> int:
+    """Play the script; returns 0 when every row was hit and no opening order slipped through.
+
+    The script is timed for the seed's default knobs, so it always runs on them: the
+    environment's knobs are checked (a bad one raises `ConfigError`) and, where set, named as
+    not used.
+    """
+    given = environ or {}
+    Settings.from_env(given)
+    ignored = sorted(k.env for k in KNOBS if k.env in given)
+    if ignored:
+        out.write(f"knobs: the replay runs on the defaults; not used: {', '.join(ignored)}\n")
     return _Replay(seed, out).main()

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warn-only",
         action="store_true",
         help="downgrade every error to a warning (diagnostic only; also "
-        "GPT_TRADER_PREFLIGHT_WARN_ONLY=1)",
+        "GPT_TRADER_PREFLIGHT_WARN_ONLY=1, true, yes or on)",
     )
     preflight.add_argument("--report-path", type=Path, help="where to write the JSON report")
     preflight.add_argument(
@@ -108,16 +108,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_diagrams(args.out, args.readme):
             print(f"wrote {path}")
         return 0
+    import os
+
+    from tradeguard.errors import ConfigError
+
     if args.command == "replay":
         from tradeguard._replay import run_replay
 
-        return run_replay(seed=args.seed, out=sys.stdout)
+        try:
+            return run_replay(seed=args.seed, out=sys.stdout, environ=os.environ)
+        except ConfigError as err:
+            parser.error(str(err))
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if len(symbols) < 2 or args.duration < 30:
         parser.error("demo needs at least two --symbols and a --duration of at least 30")
     from tradeguard._live_demo import run_live_demo
 
-    return run_live_demo(seed=args.seed, duration=args.duration, symbols=symbols, out=sys.stdout)
+    try:
+        return run_live_demo(
+            seed=args.seed,
+            duration=args.duration,
+            symbols=symbols,
+            out=sys.stdout,
+            environ=os.environ,
+        )
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 def _preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -19,10 +19,19 @@ The kinds:
 - ``flag``: a boolean.
 - ``path``: a file path, any text without NUL characters or surrounding whitespace; the empty
   default means "none" (an environment value is stripped, so a stray blank cannot name a file).
+- ``names``: a comma-separated set of at least one name, each lower-case letters, digits and
+  ``_`` starting with a letter, none twice; blanks around a name are dropped
+  (``"accounts, orders"`` is ``"accounts,orders"``).
 
 Two rules go beyond the kinds: ``GPT_TRADER_WS_RECONNECT_JITTER_PCT`` must be < 1 (a jitter of
 100% could make a reconnect delay zero) and ``GPT_TRADER_WS_RECONNECT_BACKOFF_MAX`` must be >=
 ``GPT_TRADER_WS_RECONNECT_BACKOFF_BASE``.
+
+Knob names: our knobs share their prefixes (``RISK_``, ``ORDER_``, ``COINBASE_``,
+``GPT_TRADER_``, ``BROKER_``) with the host engine's own knobs. One rule for all of them: an
+unknown name that is a close misspelling of one of our knobs is a problem with a "did you mean"
+(``RISK_API_ERROR_RATE_THRESHHOLD``); any other name is not ours and is ignored
+(``RISK_MAX_LEVERAGE``).
 
 This module holds no state and never reads ``os.environ`` on import: `Settings.from_env` reads the
 mapping it is given, and only falls back to ``os.environ`` when given none. Every bad value, from
@@ -43,11 +52,27 @@ from tradeguard.errors import ConfigError, ConfigProblem
 
 __all__ = ["KNOBS", "Knob", "Settings"]
 
-_KINDS = ("ratio", "seconds", "positive_seconds", "count", "count0", "multiplier", "flag", "path")
+_KINDS = (
+    "ratio",
+    "seconds",
+    "positive_seconds",
+    "count",
+    "count0",
+    "multiplier",
+    "flag",
+    "path",
+    "names",
+)
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _DROPPED_PREFIXES = ("RISK_", "GPT_TRADER_")
-# Unknown names under these prefixes are reported: a mistyped risk knob that is silently ignored
-# leaves the guard at its default, which is a safety bug, not a cosmetic one.
-_CHECKED_PREFIXES = ("RISK_", "GPT_TRADER_WS_", "GPT_TRADER_CIRCUIT_")
+# Every prefix a knob of ours starts with (a meta test checks each knob has one). These prefixes
+# are shared with the host engine, which has knobs of its own under them, so an unknown name is
+# reported only when it is a close misspelling of one of ours: a mistyped knob silently ignored
+# leaves its guard at the default, a safety bug; a host knob refused stops the host for nothing.
+_CHECKED_PREFIXES = ("RISK_", "ORDER_", "COINBASE_", "GPT_TRADER_", "BROKER_")
+# How alike (difflib's ratio, 0..1) an unknown name must be to one of ours to be a misspelling
+# of it: one or two letters off in a knob name is ~0.95; RISK_MAX_LEVERAGE is ~0.5 from ours.
+_MISSPELLING_CUTOFF = 0.85
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _FLAG_EXPECTED = "one of 0, 1, true, false, yes, no, on, off (any case)"
@@ -68,7 +93,7 @@ class Knob:
         field: the `Settings` field it sets, e.g. ``"api_error_rate_threshold"``.
         default: the default as written in the environment and the README, e.g. ``"0.2"``.
         kind: one of ``ratio``, ``seconds``, ``positive_seconds``, ``count``, ``count0``,
-            ``multiplier``, ``flag``, ``path`` (see the module docstring).
+            ``multiplier``, ``flag``, ``path``, ``names`` (see the module docstring).
         purpose: one short sentence for the README.
 
     Raises:
@@ -216,6 +241,12 @@ KNOBS: tuple[Knob, ...] = (
         "Successful probes that close a half-open breaker (also its probe limit).",
     ),
     _knob(
+        "GPT_TRADER_API_CATEGORIES",
+        "accounts,orders,market",
+        "names",
+        "Endpoint categories, one circuit breaker each; any other category is refused.",
+    ),
+    _knob(
         "GPT_TRADER_WS_RECONNECT_BACKOFF_BASE",
         "2.0",
         "positive_seconds",
@@ -349,6 +380,7 @@ class Settings:
     circuit_failure_threshold: int = 5
     circuit_recovery_timeout: float = 30.0
     circuit_success_threshold: int = 2
+    api_categories: str = "accounts,orders,market"
     ws_reconnect_backoff_base: float = 2.0
     ws_reconnect_backoff_max: float = 60.0
     ws_reconnect_backoff_multiplier: float = 2.0
@@ -396,10 +428,12 @@ class Settings:
         ``"3.5"`` nor ``"3.0"``. Flags accept ``0``, ``1``, ``true``, ``false``, ``yes``,
         ``no``, ``on``, ``off`` in any case. A path is any text without a NUL character.
 
-        Unknown variables starting with ``RISK_``, ``GPT_TRADER_WS_`` or ``GPT_TRADER_CIRCUIT_``
-        are reported as problems, with the closest known name as a suggestion: a mistyped risk
-        knob would otherwise leave its guard at the default without anyone noticing. Other
-        variables are ignored.
+        The knob-name rule, one for every prefix our knobs use (``RISK_``, ``ORDER_``,
+        ``COINBASE_``, ``GPT_TRADER_``, ``BROKER_``): an unknown variable that is a close
+        misspelling of one of our knobs is reported, with that knob as a "did you mean" (a
+        mistyped knob would otherwise leave its guard at the default without anyone
+        noticing); any other variable is not ours (the host engine's ``RISK_MAX_LEVERAGE``)
+        and is ignored.
 
         Args:
             environ: the variables to read; ``None`` means ``os.environ``, read at this call.
@@ -476,6 +510,11 @@ def _expected(knob: Knob) -> str:
             return "a whole number >= 0"
         case "path":
             return "a file path without NUL characters or surrounding whitespace (empty: none)"
+        case "names":
+            return (
+                "comma-separated names (lower-case letters, digits, _; starting with a letter), "
+                "at least one, none twice"
+            )
         case _:
             return _FLAG_EXPECTED
 
@@ -484,6 +523,8 @@ def _parse(knob: Knob, text: str) -> _Value | None:
     """Turn a stripped environment value into its knob's type, or ``None`` if it cannot."""
     if knob.kind == "path":
         return text  # `_checked` refuses what no file can be named
+    if knob.kind == "names":
+        return ",".join(name.strip() for name in text.split(","))  # `_checked` judges them
     if knob.kind == "flag":
         word = text.lower()
         if word in _TRUE_WORDS:
@@ -505,6 +546,12 @@ def _checked(knob: Knob, value: object) -> _Value | None:
         if isinstance(value, str) and "\x00" not in value and value == value.strip():
             return value
         return None
+    if knob.kind == "names":
+        if not isinstance(value, str):
+            return None
+        names = value.split(",")
+        ok = all(_NAME.fullmatch(n) for n in names) and len(set(names)) == len(names)
+        return value if ok else None
     if knob.kind == "flag":
         return value if isinstance(value, bool) else None
     # A bool is an int in Python, but True seconds or True retries is a bug, not a number.
@@ -559,15 +606,19 @@ def _cross_field_problems(
 
 
 def _unknown_name_problems(source: Mapping[str, str]) -> list[ConfigProblem]:
-    """Report variables that look like knobs but are none, suggesting the closest known name."""
+    """Report variables that are close misspellings of a knob, naming the knob meant.
+
+    Any other unknown name, under our prefixes or not, belongs to someone else: ignored.
+    """
     known = [knob.env for knob in KNOBS]
     problems: list[ConfigProblem] = []
     for name in sorted(source):
         if not name.startswith(_CHECKED_PREFIXES) or name in known:
             continue
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]}?" if close else "no knob has a similar name"
-        problems.append(ConfigProblem(name, source[name], f"a known knob ({hint})"))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=_MISSPELLING_CUTOFF)
+        if close:
+            hint = f"a known knob (did you mean {close[0]}?)"
+            problems.append(ConfigProblem(name, source[name], hint))
     return problems
 
 

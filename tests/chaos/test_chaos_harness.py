@@ -217,6 +217,16 @@ async def test_fault_after_lets_exactly_n_calls_through_then_faults_every_later_
     assert outcomes == [[], [], [], *["TimeoutError"] * 4]
 
 
+async def test_fault_after_with_times_faults_that_many_calls_as_the_original_took_it() -> None:
+    # Found: the original's presets pass times=, which raised ValueError here.
+    plan = FaultPlan().add("list_orders", fault_after(2, raise_exc=TimeoutError, times=2))
+    broker = ChaosBroker(DeterministicBroker(), plan)
+    outcomes = [await outcome(broker.list_orders()) for _ in range(6)]
+    assert outcomes == [[], [], "TimeoutError", "TimeoutError", [], []]
+    with pytest.raises(ValueError, match=r"FaultAction\.times must .* got 0"):
+        fault_after(2, raise_exc=TimeoutError, times=0)
+
+
 async def test_an_exception_class_raises_a_fresh_instance_per_fault() -> None:
     plan = FaultPlan().add("get_ticker", fault_always(raise_exc=TimeoutError))
     broker = ChaosBroker(DeterministicBroker(), plan)
@@ -418,6 +428,25 @@ async def test_fault_sequence_gives_one_outcome_per_call_then_lets_calls_through
     assert outcomes == ["TimeoutError", [], canned, "BrokerError", [], []]
 
 
+@pytest.mark.parametrize("container", [list, tuple])
+async def test_fault_sequence_takes_one_list_as_the_original_did(
+    container: Callable[[list[Any]], Any],
+) -> None:
+    # Found: the original's fault_sequence([a, b]) raised ValueError here.
+    outcomes = container([TimeoutError, None, BrokerError("orders", 502, "bad gateway")])
+    plan = FaultPlan().add("list_orders", fault_sequence(outcomes))
+    broker = ChaosBroker(DeterministicBroker(), plan)
+    assert [await outcome(broker.list_orders()) for _ in range(4)] == [
+        "TimeoutError",
+        [],
+        "BrokerError",
+        [],
+    ]
+    assert fault_sequence(outcomes) == fault_sequence(*outcomes)
+    with pytest.raises(ValueError, match="outcome 1 must be an exception"):
+        fault_sequence(TimeoutError, [TimeoutError])  # type: ignore[arg-type]
+
+
 def test_fault_sequence_refuses_outcomes_that_cannot_apply_to_exactly_one_call() -> None:
     with pytest.raises(ValueError, match="outcome 1"):
         fault_sequence(None, fault_always(raise_exc=TimeoutError))
@@ -479,6 +508,20 @@ def test_helpers_plans_and_brokers_reject_bad_arguments() -> None:
             preset()
 
 
+async def test_answers_report_the_configured_usage_or_none() -> None:
+    seen: list[Observation] = []
+    broker = ChaosBroker(DeterministicBroker(), FaultPlan(), observe=seen.append, answer_usage=0.2)
+    await broker.get_ticker(BTC)
+    assert seen == [ApiCall("market", True, 200), RateLimitUsage(0.2)]
+    seen.clear()
+    quiet = ChaosBroker(DeterministicBroker(), FaultPlan(), observe=seen.append, answer_usage=None)
+    await quiet.get_ticker(BTC)
+    assert seen == [ApiCall("market", True, 200)]
+    for bad in (1.5, math.nan, True):
+        with pytest.raises(ValueError, match=r"answer_usage must be 0\.\.1 or None, got"):
+            ChaosBroker(DeterministicBroker(), FaultPlan(), answer_usage=bad)
+
+
 async def test_observe_reports_calls_the_way_ccxt_broker_does() -> None:
     seen: list[Observation] = []
     plan = FaultPlan().add(
@@ -501,7 +544,9 @@ async def test_observe_reports_calls_the_way_ccxt_broker_does() -> None:
         RateLimitUsage(1.0),
         ApiCall("orders", False, None),
         ApiCall("orders", True, 200),
+        RateLimitUsage(0.0),  # an answer carries the venue's usage, as its headers would
         ApiCall("market", True, 200),
+        RateLimitUsage(0.0),
     ]
 
 

@@ -21,7 +21,6 @@ import pytest
 
 from tradeguard import GuardState, OrderIntent, ReliabilityLayer, Settings, Side, TradingMode
 from tradeguard.fsm.effects import Alert, CancelOpenOrders, CancelOrders, Effect, Transitioned
-from tradeguard.fsm.events import RateLimitUsage
 from tradeguard.io import FeedClient, Runtime, TradingLoop
 from tradeguard.io.broker import Quote
 from tradeguard.io.engine import Engine
@@ -104,14 +103,22 @@ class Rig:
 
 
 @asynccontextmanager
-async def engine(plan: FaultPlan, **knobs: Any) -> AsyncIterator[Rig]:
+async def engine(
+    plan: FaultPlan, *, answer_usage: float | None = 0.05, **knobs: Any
+) -> AsyncIterator[Rig]:
     clock = ManualClock()
     broker = DeterministicBroker((BTC, ETH), seed=1)
     alerts: list[Alert] = []
 
     def chaos_broker(runtime: Runtime) -> ChaosBroker:
         # The runtime's cancels meet the same chaos as the loop.
-        return ChaosBroker(broker, plan, observe=runtime.observe, sleep_func=lambda _: None)
+        return ChaosBroker(
+            broker,
+            plan,
+            observe=runtime.observe,
+            sleep_func=lambda _: None,
+            answer_usage=answer_usage,
+        )
 
     # The fault starts once the engine trades normally: hold the plan's actions back (its
     # methods stay planned, so the chaos broker wraps them), warm up, then put them back.
@@ -156,8 +163,20 @@ async def test_rate_limit_burst_trips_api_health_on_usage() -> None:
         status = rig.layer.status()["global"]["guards"]["api_health"]
         assert status["rate_limit_usage"] == 1.0
         rig.plan.clear()
-        # Answers through the chaos broker carry no usage: a venue would report it low again.
-        rig.runtime.observe(RateLimitUsage(0.1))
+        # The venue answers again: each answer reports a low usage, which replaces the burst's.
+        await rig.cycle_until(lambda: rig.layer.mode() is TradingMode.ALLOW)
+        assert rig.cooldown("api_health") == 300.0
+
+
+async def test_a_rate_limit_reading_ages_out_when_the_venue_goes_quiet() -> None:
+    # Found: after a 429 burst api_health stayed TRIPPED for good with usage 1.0. Here the
+    # answers carry no rate-limit headers at all: the burst's reading must age out by itself.
+    async with engine(rate_limit_scenario(), answer_usage=None) as rig:
+        await rig.cycle_until(lambda: rig.state("api_health") is GuardState.TRIPPED)
+        rig.plan.clear()
+        took = await rig.cycle_until(lambda: rig.state("api_health") is GuardState.COOLDOWN)
+        assert took <= 61.0  # RISK_API_ERROR_RATE_WINDOW_SECONDS (60) after the last 429
+        assert rig.layer.status()["global"]["guards"]["api_health"]["rate_limit_usage"] == 0.0
         await rig.cycle_until(lambda: rig.layer.mode() is TradingMode.ALLOW)
         assert rig.cooldown("api_health") == 300.0
 
@@ -206,7 +225,7 @@ async def test_preview_failures_disable_preview_and_trading_goes_on() -> None:
         rig.plan.clear()
         await rig.cycle()
         assert not rig.layer.preview_enabled  # disabled for the session
-        rig.runtime.reset("preview")
+        await rig.runtime.reset("preview")
         assert rig.layer.preview_enabled
 
 

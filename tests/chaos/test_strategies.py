@@ -65,7 +65,7 @@ def test_every_observation_is_accepted_by_a_fresh_layer(observation: Observation
     assert not isinstance(observation, _FEED_KINDS)  # no feed is named: none is drawn
 
 
-@given(st.lists(observations(symbols=("SOL-USD",), categories=("other",)), max_size=30))
+@given(st.lists(observations(symbols=("SOL-USD",), categories=("market",)), max_size=30))
 def test_a_run_of_observations_is_accepted_in_any_order(run: list[Observation]) -> None:
     layer = fresh_layer()
     for observation in run:

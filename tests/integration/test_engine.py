@@ -102,8 +102,8 @@ async def test_refusals_and_operator_actions_are_archived_when_a_store_is_config
         # No mark yet: an opening order is refused, and the refusal is archived.
         refused = engine.decide(OrderIntent(BTC, Side.BUY, Decimal("0.1")), Decimal(0))
         assert not refused.allowed
-        engine.halt("exchange maintenance", symbol=BTC, ttl=60)
-        engine.resume(BTC)
+        await engine.halt("exchange maintenance", symbol=BTC, ttl=60)
+        await engine.resume(BTC)
         loop = engine.trading_loop(rng=random.Random(3))
         await loop.run_cycle()  # the loop's own refusals land in the same archive
     async with EventStore(path) as store:
@@ -153,3 +153,47 @@ async def test_alerts_reach_the_given_sinks() -> None:
             engine.runtime.observe(ev.BrokerRead(kind="positions", ok=False))
         await wait_for(lambda: alerts)
     assert alerts[0].severity == "critical"
+
+
+async def test_the_buffer_gauges_read_the_feed_buffer_and_the_store_backlog(
+    tmp_path: Path,
+) -> None:
+    broker = DeterministicBroker([BTC, ETH], seed=1)
+    async with (
+        ExchangeFeedServer(broker.market, tick_interval=0.01) as feed_server,
+        Engine(
+            Settings(),
+            broker=broker,
+            symbols=[BTC, ETH],
+            feed_url=feed_server.url,
+            store_path=tmp_path / "events.db",
+            feed_options={"queue_size": 4, "close_timeout": 0.2},
+        ) as engine,
+    ):
+        assert engine.feed is not None and engine.store is not None
+        registry = engine.metrics.registry
+
+        def gauge(name: str) -> float:
+            engine.metrics.refresh(engine.layer)
+            value = registry.get_sample_value(f"gpt_trader_{name}")
+            assert value is not None
+            return value
+
+        # Nobody reads the tickers: the buffer fills to its bound.
+        await wait_for(lambda: engine.feed is not None and engine.feed.buffered == 4)
+        assert gauge("deque_cache_fill_ratio") == 1.0
+        for _ in range(4):
+            await engine.feed.next_ticker()
+        assert gauge("deque_cache_fill_ratio") < 1.0
+        # A burst of archive writes: the backlog is seen while the store's thread catches up.
+        seen: list[float] = []
+        async with anyio.create_task_group() as writers:
+            for i in range(300):
+                writers.start_soon(engine.store.append, "operator", {"action": f"a{i}"}, 0.0)
+            while True:
+                await anyio.sleep(0)
+                seen.append(gauge("event_store_cache_size"))
+                if engine.store.pending == 0 and len(seen) > 1:
+                    break
+        assert max(seen) > 0
+        assert gauge("event_store_cache_size") == 0

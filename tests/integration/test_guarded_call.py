@@ -18,10 +18,10 @@ import anyio
 import pytest
 from seen import Seen
 
-from tradeguard import ReliabilityLayer, Settings
+from tradeguard import GuardState, ReliabilityLayer, Settings
 from tradeguard.fsm import BreakerState
 from tradeguard.fsm.effects import Alert
-from tradeguard.fsm.events import ApiCall
+from tradeguard.fsm.events import ApiCall, RateLimitUsage
 from tradeguard.io import CircuitOpen, Runtime, guarded_call
 from tradeguard.io.exchange import ExchangeRestServer, Market, Venue
 from tradeguard.io.exchange.rest_server import API_PREFIX
@@ -74,6 +74,19 @@ async def test_a_success_reports_status_latency_and_usage() -> None:
         assert (call.category, call.ok, call.status) == ("market", True, 200)
         assert call.latency is not None and call.latency >= 0.05
         assert s.seen.usages() == [pytest.approx(0.25)]
+
+
+async def test_a_success_reports_the_venues_reset_so_the_reading_ages_out() -> None:
+    async with setup() as s:
+        s.server.set_usage(0.95)  # over the threshold on a success
+        assert await get(s, "/time") == 200
+        (usage,) = [o for o in s.seen.observed if isinstance(o, RateLimitUsage)]
+        # The simulator's x-ratelimit-reset is epoch seconds, one second ahead (whole seconds).
+        assert usage.usage == pytest.approx(0.95)
+        assert usage.reset_after is not None and 0.0 <= usage.reset_after <= 1.0
+        assert s.seen.layer.guard("api_health").state is GuardState.TRIPPED
+        due = s.seen.layer.next_deadline()
+        assert due is not None and due <= time.monotonic() + 1.0
 
 
 async def test_a_503_storm_is_one_api_call_per_request_and_raises_unchanged() -> None:

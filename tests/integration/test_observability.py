@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 from helpers import make_layer
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -42,6 +43,7 @@ from tradeguard.io import (
     record_profile,
 )
 from tradeguard.io.broker import Quote
+from tradeguard.io.engine import Engine
 from tradeguard.testing import DeterministicBroker, ManualClock, advance
 
 pytestmark = pytest.mark.anyio
@@ -121,6 +123,7 @@ def one_hot(current: str, states: tuple[str, ...]) -> dict[str, float]:
 
 
 GUARD_STATES = ("HEALTHY", "TRIPPED", "COOLDOWN")
+MARK_STATES = (*GUARD_STATES, "NO_MARK")  # mark_staleness: a symbol not marked yet
 BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
 FEED_STATES = ("DISCONNECTED", "CONNECTING", "CONNECTED", "BACKOFF", "DEGRADED", "CLOSED")
 
@@ -227,9 +230,8 @@ async def test_guard_states_modes_and_seconds_until_lift_follow_the_machines() -
         )
     for symbol in (BTC, ETH):
         for guard in SYMBOL_GUARDS:
-            assert calm.state_set(family, guard=guard, scope=symbol) == one_hot(
-                "HEALTHY", GUARD_STATES
-            )
+            states = MARK_STATES if guard == "mark_staleness" else GUARD_STATES
+            assert calm.state_set(family, guard=guard, scope=symbol) == one_hot("HEALTHY", states)
     for scope in ("global", BTC, ETH):
         assert calm.value("gpt_trader_trading_mode", scope=scope) == 0  # ALLOW
     assert calm.state_set("gpt_trader_breaker_state", category="orders") == one_hot(
@@ -259,7 +261,7 @@ async def test_guard_states_modes_and_seconds_until_lift_follow_the_machines() -
 
 async def test_operator_halt_shows_as_paused_with_its_time_to_lift() -> None:
     async with served() as rig:
-        rig.runtime.halt("maintenance", symbol=BTC, ttl=45.0)
+        await rig.runtime.halt("maintenance", symbol=BTC, ttl=45.0)
         await rig.settle(5.0)
         scrape = await rig.scrape()
     assert scrape.value("gpt_trader_trading_mode", scope=BTC) == 2  # PAUSED
@@ -271,9 +273,9 @@ async def test_operator_halt_shows_as_paused_with_its_time_to_lift() -> None:
 async def test_transitions_counter_counts_every_transition_the_runtime_ran() -> None:
     async with served(slippage_pause_seconds=30.0) as rig:
         rig.observe(ev.MarkUpdate(BTC), *[ev.SlippageCheck(BTC, ok=False)] * 3)
-        rig.runtime.halt("maintenance")
+        await rig.runtime.halt("maintenance")
         await rig.settle(31.0)  # the cooldown expires on the timer
-        rig.runtime.resume()
+        await rig.runtime.resume()
         await rig.settle()
         scrape = await rig.scrape()
         expected = collections.Counter(
@@ -365,14 +367,14 @@ async def test_health_goes_healthy_then_degraded_then_unhealthy_and_back() -> No
         slippage = "BTC-USD mode REDUCE_ONLY: slippage COOLDOWN (may lift in 30.0 s)"
         assert await rig.get("/health") == (200, {"status": "degraded", "reasons": [slippage]})
 
-        rig.runtime.halt("maintenance")
+        await rig.runtime.halt("maintenance")
         paused = "global mode PAUSED: operator HALTED (maintenance)"
         assert await rig.get("/health") == (
             503,
             {"status": "unhealthy", "reasons": [paused, slippage]},
         )
 
-        rig.runtime.resume()
+        await rig.runtime.resume()
         await rig.settle(30.0)
         assert await rig.get("/health") == (200, {"status": "healthy", "reasons": []})
 
@@ -387,7 +389,7 @@ def _disable_preview(rig: Rig) -> None:
 
 def _halt_one_symbol(rig: Rig) -> None:
     rig.observe(ev.MarkUpdate(BTC))
-    rig.runtime.halt("fat finger", symbol=BTC)
+    rig.runtime.apply(rig.runtime.layer.halt("fat finger", symbol=BTC))
 
 
 def _fail_validation(rig: Rig) -> None:
@@ -422,7 +424,7 @@ async def test_health_names_each_cause(
 async def test_status_serves_the_layers_status() -> None:
     async with served(circuit_failure_threshold=2) as rig:
         rig.observe(ev.MarkUpdate(BTC), ev.FeedStarted(FEED), ev.ApiCall("orders", ok=False))
-        rig.runtime.halt("maintenance", symbol=ETH, ttl=60.0)
+        await rig.runtime.halt("maintenance", symbol=ETH, ttl=60.0)
         await rig.settle(1.0)
         code, body = await rig.get("/status")
         expected = json.loads(json.dumps(rig.layer.status()))
@@ -481,7 +483,7 @@ async def test_the_refresher_updates_gauges_without_a_scrape() -> None:
     async with Runtime(layer) as runtime:
         await attach_metrics(runtime, metrics, interval=0.01)
         assert global_mode() == 0  # refreshed before attach_metrics returned
-        runtime.halt("maintenance")
+        await runtime.halt("maintenance")
         await wait_until(lambda: global_mode() == 2)
         with pytest.raises(ValueError, match="interval"):
             await attach_metrics(runtime, Metrics(), interval=-1.0)
@@ -501,6 +503,52 @@ class Always:
 
 def _count(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(f"gpt_trader_{name}_count", labels) or 0.0
+
+
+async def test_spans_land_in_the_metrics_attached_to_their_runtime() -> None:
+    # Found: 5 cycles ran, 3 recorded; attach_metrics alone recorded no phase.
+    broker = DeterministicBroker((BTC, ETH), seed=1)
+    layer = ReliabilityLayer(Settings(), time.monotonic, rng=random.Random(0))
+    metrics, elsewhere = Metrics(), Metrics()
+    phase = "profile_duration_seconds"
+    async with Runtime(layer) as runtime:
+        await attach_metrics(runtime, metrics, interval=60.0)
+        assert runtime.profile_sink is metrics
+        loop = TradingLoop(runtime, broker, (BTC, ETH), strategy=Always(), rng=random.Random(0))
+        for _ in range(3):
+            await loop.run_cycle()  # awaited here, with no metrics active
+        await loop.check_health()
+        with elsewhere.activate():  # another sink active around it: the runtime's wins
+            await loop.run_cycle()
+        assert _count(metrics, phase, phase="strategy_decision") == 4
+        assert _count(metrics, phase, phase="fetch_positions") == 4
+        assert _count(metrics, phase, phase="equity_computation") == 1
+        assert _count(elsewhere, phase, phase="strategy_decision") == 0
+
+        async def spans() -> None:  # any task the runtime starts records there too
+            with profile_span("custom_phase"):
+                pass
+
+        await runtime.start(_started, spans)
+        assert _count(metrics, phase, phase="custom_phase") == 1
+
+
+async def test_an_engines_loop_records_its_cycles_however_they_are_run() -> None:
+    broker = DeterministicBroker((BTC, ETH), seed=1)
+    async with Engine(Settings(), broker=broker, symbols=(BTC, ETH)) as engine:
+        loop = engine.trading_loop(strategy=Always(), rng=random.Random(0))
+        for _ in range(2):
+            await loop.run_cycle()
+        await engine.runtime.start(loop.run, 0.01)  # not engine.start: recorded all the same
+        phase = "profile_duration_seconds"
+        await wait_until(lambda: _count(engine.metrics, phase, phase="strategy_decision") >= 5)
+
+
+async def _started(
+    fn: Callable[[], Awaitable[None]], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    await fn()
+    task_status.started()
 
 
 async def test_the_trading_loop_records_the_seed_phases_where_metrics_are_active() -> None:

@@ -146,7 +146,8 @@ async def test_a_frozen_ticker_fails_market_data_and_starts_that_symbol_restrict
     layer = ReliabilityLayer(Settings(), lambda: 0.0, rng=random.Random(0))
     report.apply(layer)
     assert layer.guard("mark_staleness", "ETH-USD").state is GuardState.TRIPPED
-    assert layer.guard("mark_staleness", "BTC-USD").state is GuardState.HEALTHY
+    # BTC-USD passed, but this layer has no mark for it yet: restricted as NO_MARK, not tripped.
+    assert layer.guard("mark_staleness", "BTC-USD").state is GuardState.NO_MARK
 
 
 async def test_a_refused_websocket_fails_the_websocket_check() -> None:
@@ -178,11 +179,51 @@ async def test_warn_only_downgrades_errors_and_says_so_loudly() -> None:
     assert report.to_json()["warn_only"] is True
 
 
-async def test_the_env_alias_of_warn_only() -> None:
+@pytest.mark.parametrize("word", ["1", "true", "YES", "on"])
+async def test_the_env_alias_of_warn_only(word: str) -> None:
+    # Found: preflight read the variable itself and accepted only "1".
     async with exchange() as (rest, feed, _):
         await rest.stop()
-        report = await preflight(rest, feed, environ={"GPT_TRADER_PREFLIGHT_WARN_ONLY": "1"})
+        report = await preflight(rest, feed, environ={"GPT_TRADER_PREFLIGHT_WARN_ONLY": word})
     assert report.exit_code == 0 and report.warn_only
+
+
+async def test_the_env_alias_of_warn_only_holds_when_another_knob_is_bad() -> None:
+    async with exchange() as (rest, feed, _):
+        environ = {"GPT_TRADER_PREFLIGHT_WARN_ONLY": "true", "RISK_API_ERROR_RATE_THRESHOLD": "x"}
+        report = await preflight(rest, feed, environ=environ)
+    (config,) = [c for c in report.checks if c.name == "config"]
+    assert config.status == "warning" and "RISK_API_ERROR_RATE_THRESHOLD" in config.detail
+    assert report.warn_only and report.exit_code == 0 and not report.ready
+
+
+async def test_warn_only_with_a_failure_says_not_ready_never_ready() -> None:
+    # Found: "DIAGNOSTIC ONLY ... does not mean the system is ready", then "READY".
+    async with exchange() as (rest, feed, _):
+        await rest.stop()
+        report = await preflight(rest, feed, warn_only=True)
+    lines = render(report).splitlines()
+    assert "READY" not in lines
+    assert lines[-1] == "NOT READY (diagnostic only: exit status 0 under --warn-only)"
+    assert report.exit_code == 0
+    assert report.to_json()["ready"] is False
+
+
+async def test_warn_only_with_every_check_passing_is_ready() -> None:
+    async with exchange() as (rest, feed, _):
+        report = await preflight(rest, feed, warn_only=True)
+    assert report.ready and render(report).splitlines()[-1] == "READY"
+
+
+async def test_the_summary_names_what_was_checked() -> None:
+    report = await run_against_embedded(profile="canary", environ={}, symbols=SYMBOLS)
+    assert report.embedded and report.ready
+    header = render(report).splitlines()[1]
+    assert header.startswith("checked: the embedded exchange (tradeguard's Coinbase simulator")
+    async with exchange() as (rest, feed, _):
+        remote = await preflight(rest, feed)
+    assert not remote.embedded
+    assert render(remote).splitlines()[1] == f"checked: {rest.url}"
 
 
 @pytest.mark.parametrize(

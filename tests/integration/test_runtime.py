@@ -55,7 +55,7 @@ async def test_an_earlier_deadline_wakes_the_sleeping_timer() -> None:
     layer = fast_layer()
     async with Runtime(layer) as runtime:
         assert layer.next_deadline() is None  # the timer sleeps with nothing to wait for
-        runtime.halt("maintenance", symbol="BTC-USD", ttl=0.1)
+        await runtime.halt("maintenance", symbol="BTC-USD", ttl=0.1)
         await wait_until(lambda: layer.status()["symbols"]["BTC-USD"]["halt"]["state"] == "RUNNING")
 
 
@@ -72,7 +72,7 @@ async def test_alerts_reach_every_sink_sync_and_async_in_order() -> None:
     async with Runtime(layer, alert_sinks=sinks) as runtime:
         for _ in range(5):
             runtime.observe(ev.ValidationCheck(False))
-        runtime.halt("operator test")
+        await runtime.halt("operator test")
         await wait_until(lambda: len(seen_async) == 2)
     assert (
         seen_sync
@@ -172,7 +172,7 @@ async def test_a_crashing_callback_leaves_async_with_as_an_exception_group() -> 
     with pytest.raises(ExceptionGroup) as caught:
         async with Runtime(layer) as runtime:
             runtime.on_effect(explode)
-            runtime.halt("trigger an effect")
+            await runtime.halt("trigger an effect")
             await anyio.sleep(1)
     assert caught.group_contains(RuntimeError, match="callback bug")
 
@@ -182,4 +182,20 @@ async def test_observing_after_close_is_refused_loudly() -> None:
     async with Runtime(layer) as runtime:
         pass
     with pytest.raises(RuntimeError, match="closed"):
-        runtime.halt("too late")
+        await runtime.halt("too late")
+
+
+async def test_operator_calls_are_awaited_and_return_once_their_effects_ran() -> None:
+    ran: list[Effect] = []
+
+    async def slow_callback(effect: Effect) -> None:
+        await anyio.sleep(0.01)  # the executor is slower than the caller
+        ran.append(effect)
+
+    layer = fast_layer()
+    async with Runtime(layer) as runtime:
+        runtime.on_effect(slow_callback)
+        halted = await runtime.halt("maintenance", symbol="BTC-USD")
+        assert halted and ran == halted  # every effect ran before the call returned
+        resumed = await runtime.resume("BTC-USD")
+        assert ran == [*halted, *resumed]

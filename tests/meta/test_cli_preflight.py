@@ -29,7 +29,8 @@ def test_canary_against_the_embedded_exchange_is_ready(
     report = tmp_path / "report.json"
     assert main(["preflight", "--profile", "canary", "--report-path", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "READY" in out.splitlines()[-2]
+    assert out.splitlines()[-2] == "READY"
+    assert "checked: the embedded exchange" in out  # what `make preflight` ran against
     assert json.loads(report.read_text())["ready"] is True
 
 
@@ -50,7 +51,10 @@ def test_an_unreachable_venue_is_not_ready_with_a_hint(
     assert "hint:" in out
     assert out.splitlines()[-2] == "NOT READY"
     assert main([*argv, "--warn-only"]) == 0
-    assert "DIAGNOSTIC ONLY" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "DIAGNOSTIC ONLY" in out
+    assert "READY" not in out.splitlines()
+    assert out.splitlines()[-2] == "NOT READY (diagnostic only: exit status 0 under --warn-only)"
 
 
 def test_a_venue_without_an_api_key_fails_the_config_check(

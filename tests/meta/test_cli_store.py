@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tradeguard import ReliabilityLayer, Settings
+from tradeguard import ReliabilityLayer, Settings, TradingMode
 from tradeguard.cli import _KINDS, main
 from tradeguard.fsm import events as ev
 from tradeguard.io.store import KINDS, EventStore, StoreRecorder
@@ -231,6 +231,7 @@ def test_events_prints_the_archive_in_order(
         "alert",
         "transition",
         "mode",
+        "transition",  # BTC-USD's first mark: mark_staleness NO_MARK -> HEALTHY
         "transition",
         "mode",
         "transition",
@@ -283,3 +284,28 @@ def test_events_json_carries_id_time_kind_and_record(
 
 def test_the_command_line_knows_every_event_kind() -> None:
     assert _KINDS == KINDS
+
+
+async def record_a_canary(path: Path) -> None:
+    """A global operator reduce-only halt for an hour: the seed's canary rollout step."""
+    clock = ManualClock(wall_offset=time.time())
+    layer = ReliabilityLayer(Settings(), clock, wall_clock=clock.wall)
+    async with EventStore(path) as store:
+        recorder = StoreRecorder(store, layer, wall_clock=clock.wall)
+        for effect in layer.halt("canary", ttl=3600, mode=TradingMode.REDUCE_ONLY):
+            await recorder.on_effect(effect)
+
+
+def test_status_shows_a_timed_reduce_only_halt_with_its_mode_and_time_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GPT_TRADER_STORE_PATH", raising=False)
+    path = tmp_path / "canary.db"
+    anyio.run(record_a_canary, path)
+    status, out, err = run(["status", "--store", str(path)], capsys)
+    assert (status, err) == (0, "")
+    [halt] = [line for line in out.splitlines() if line.strip().startswith("operator (global)")]
+    assert "REDUCE_ONLY" in halt and "'canary'" in halt
+    left = float(halt.split("lifts in ")[1].split(" s")[0])
+    assert 3600 - 60 < left <= 3600
+    assert "global mode: REDUCE_ONLY" in out.splitlines()

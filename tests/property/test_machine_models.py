@@ -40,7 +40,7 @@ from tradeguard.fsm._guards import (
     ReconciliationGuard,
     WebsocketGuard,
 )
-from tradeguard.fsm._machines import BREAKER, FEED, GUARD, PREVIEW
+from tradeguard.fsm._machines import BREAKER, FEED, GUARD, MARK, PREVIEW
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, TradingMode
 from tradeguard.fsm._timers import Timers
 from tradeguard.fsm.effects import (
@@ -255,6 +255,7 @@ class ModelMachine(RuleBasedStateMachine):
 # ============================================================ DESIGN §2.1: the guards
 
 H, T, C = "HEALTHY", "TRIPPED", "COOLDOWN"
+N = "NO_MARK"
 
 
 class GuardRef(Reference):
@@ -506,6 +507,7 @@ TestPreviewGuard.settings = STATEFUL
 class MarkRef(GuardRef):
     def __init__(self, threshold: float, cooldown: float) -> None:
         super().__init__("mark_staleness", "BTC-USD", cooldown)
+        self.state = N  # never traded blind: no mark yet restricts like a stale one
         self.threshold = threshold
         self.last_mark: float | None = None
         self.stale_at: float | None = None
@@ -528,11 +530,19 @@ class MarkRef(GuardRef):
     def mark(self, at: float) -> None:
         self.last_mark = at
         self.stale_at = at + self.threshold
-        if self.state == T:
+        if self.state == N:
+            self.go(H, "mark", at)
+        elif self.state == T:
             self.go(C, "recover", at)
+
+    def reset(self, at: float) -> None:
+        # A reset cannot invent a mark: without one the guard goes back to NO_MARK.
+        self.go(H if self.last_mark is not None else N, "reset", at)
 
 
 class MarkStalenessMachine(GuardMachine):
+    definition = MARK
+
     @initialize(
         threshold=st.integers(1, 60).map(float),
         cooldown=st.integers(1, 120).map(float),
@@ -569,7 +579,8 @@ class MarkStalenessMachine(GuardMachine):
     def staleness_matches(self) -> None:
         assert self.guard.last_mark == self.ref.last_mark
         if self.ref.last_mark is None:
-            assert self.guard.state is GuardState.HEALTHY, "no mark yet is not this guard's job"
+            assert self.guard.state is GuardState.NO_MARK, "no mark yet is this guard's state"
+            assert self.guard.restricting
         elif self.guard.state is not GuardState.TRIPPED:
             # Tripped at the instant the mark went stale, not later.
             assert self.now() < self.ref.last_mark + self.ref.threshold
@@ -603,7 +614,8 @@ def api_call(category: str, kind: str) -> ApiCall:
 class ApiRef(GuardRef):
     """The window is ``window / 60``-wide buckets (bucket ``i`` covers ``[i*w, (i+1)*w)``); a
     call leaves once all of its bucket is older than the window. The trip condition is checked
-    at every observation, and, while the error rate is high, when the oldest bucket leaves."""
+    at every observation, and, while the error rate is high, when the oldest bucket leaves. A
+    usage reading above 0 ages out (is read as 0) one window after it was observed."""
 
     def __init__(
         self,
@@ -623,18 +635,24 @@ class ApiRef(GuardRef):
         self.usage = 0.0
         self.open: set[str] = set()
         self.drain_at: float | None = None
+        self.usage_until: float | None = None
 
     def deadlines(self) -> dict[str, float]:
         found = super().deadlines()
         if self.drain_at is not None:
             found["drain"] = self.drain_at
+        if self.usage_until is not None:
+            found["usage"] = self.usage_until
         return found
 
     def on_deadline(self, name: str, at: float) -> None:
-        if name != "drain":
+        if name == "usage":
+            self.usage, self.usage_until = 0.0, None
+        elif name == "drain":
+            self.drain_at = None
+        else:
             super().on_deadline(name, at)
             return
-        self.drain_at = None
         self.evict(at)
         self.evaluate(at)
 
@@ -674,6 +692,7 @@ class ApiRef(GuardRef):
 
     def observe_usage(self, usage: float, at: float) -> None:
         self.usage = usage
+        self.usage_until = at + self.window if usage > 0 else None
         self.evict(at)
         self.evaluate(at)
 
@@ -689,6 +708,7 @@ class ApiRef(GuardRef):
         self.window_calls = []
         self.usage = 0.0
         self.drain_at = None
+        self.usage_until = None
         super().reset(at)
         if self.open:
             self.evaluate(at)

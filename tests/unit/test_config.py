@@ -39,6 +39,7 @@ SEED_DEFAULTS: dict[str, float | int | bool | str] = {
     "circuit_failure_threshold": 5,
     "circuit_recovery_timeout": 30.0,
     "circuit_success_threshold": 2,
+    "api_categories": "accounts,orders,market",
     "ws_reconnect_backoff_base": 2.0,
     "ws_reconnect_backoff_max": 60.0,
     "ws_reconnect_backoff_multiplier": 2.0,
@@ -66,6 +67,7 @@ PYTHON_TYPE = {
     "count0": int,
     "flag": bool,
     "path": str,
+    "names": str,
 }
 
 # A valid value other than the default, per kind, as text and as the parsed value.
@@ -77,6 +79,7 @@ OTHER_VALUE: dict[str, tuple[str, float | int | bool | str]] = {
     "count": ("7", 7),
     "count0": ("0", 0),
     "path": (" /var/lib/trade guard/store.db ", "/var/lib/trade guard/store.db"),
+    "names": (" orders , market_data ", "orders,market_data"),
 }
 
 # One knob of each kind, for the rejection table below.
@@ -89,6 +92,7 @@ SAMPLE = {
     "count0": "GPT_TRADER_WS_RECONNECT_MAX_ATTEMPTS",
     "flag": "RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY",
     "path": "GPT_TRADER_STORE_PATH",
+    "names": "GPT_TRADER_API_CATEGORIES",
 }
 
 BAD_VALUES = [
@@ -100,6 +104,7 @@ BAD_VALUES = [
     *[("count0", raw) for raw in ["abc", "-1", "3.5", "nan"]],
     *[("flag", raw) for raw in ["maybe", "2", "-1", "tru", "y", "n"]],
     *[("path", raw) for raw in ["a\x00b", "\x00"]],
+    *[("names", raw) for raw in [",", "orders,", "orders,orders", "Orders", "1x", "a b", "ö"]],
 ]
 
 
@@ -109,7 +114,7 @@ def knob_named(env: str) -> Knob:
 
 def typed_default(knob: Knob) -> float | int | bool | str:
     """The default a knob documents, read without tradeguard's own parser."""
-    if knob.kind == "path":
+    if knob.kind in ("path", "names"):
         return knob.default
     if knob.kind == "flag":
         return knob.default == "1"
@@ -368,13 +373,51 @@ def test_unknown_websocket_and_circuit_variables_are_reported(typo: str, meant: 
     assert only_problem(err).expected == f"a known knob (did you mean {meant}?)"
 
 
-def test_unknown_risk_variable_without_a_close_match_is_still_reported() -> None:
+# The knob-name rule, both directions, for every prefix we read. Found: RISK_MAX_LEVERAGE=3
+# (a host engine's knob) stopped startup, while a misspelled ORDER_/COINBASE_/GPT_TRADER_ knob
+# passed silently.
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("RISK_SLIPAGE_PAUSE_SECONDS", "RISK_SLIPPAGE_PAUSE_SECONDS"),
+        ("ORDER_RECONCILIATION_DRIFT_MAX_FAILURE", "ORDER_RECONCILIATION_DRIFT_MAX_FAILURES"),
+        ("ORDER_SUBMISSION_RETRY_ENABLED", "ORDER_SUBMISSION_RETRIES_ENABLED"),
+        ("COINBASE_PREFLIGHT_SKIP_REMOTES", "COINBASE_PREFLIGHT_SKIP_REMOTE"),
+        ("GPT_TRADER_PREFLIGHT_WARNONLY", "GPT_TRADER_PREFLIGHT_WARN_ONLY"),
+        ("GPT_TRADER_STORE_PAHT", "GPT_TRADER_STORE_PATH"),
+        ("BROKER_CALLS_USE_DEDICATED_EXECUTER", "BROKER_CALLS_USE_DEDICATED_EXECUTOR"),
+    ],
+)
+def test_a_close_misspelling_under_any_of_our_prefixes_is_reported(typo: str, meant: str) -> None:
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({"RISK_ZZZ": "1"})
+        Settings.from_env({typo: "1"})
     problem = only_problem(err)
-    assert problem.variable == "RISK_ZZZ"
-    assert problem.expected.startswith("a known knob")
-    assert "did you mean" not in problem.expected
+    assert (problem.variable, problem.value) == (typo, "1")
+    assert problem.expected == f"a known knob (did you mean {meant}?)"
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        "RISK_MAX_LEVERAGE",
+        "RISK_DAILY_LOSS_LIMIT",
+        "RISK_ZZZ",
+        "ORDER_PREVIEW_ENABLED",
+        "COINBASE_API_KEY",
+        "COINBASE_SANDBOX",
+        "GPT_TRADER_PROFILE",
+        "GPT_TRADER_LOG_LEVEL",
+        "BROKER_NAME",
+    ],
+)
+def test_any_other_name_under_our_prefixes_is_not_ours_and_ignored(foreign: str) -> None:
+    assert Settings.from_env({foreign: "3"}) == Settings()
+
+
+def test_every_knob_starts_with_a_checked_prefix() -> None:
+    from tradeguard.config import _CHECKED_PREFIXES
+
+    assert [k.env for k in KNOBS if not k.env.startswith(_CHECKED_PREFIXES)] == []
 
 
 def test_variables_outside_the_checked_prefixes_are_ignored() -> None:

@@ -22,6 +22,8 @@ Row = tuple[str, str | None]
 Table = dict[tuple[str, str], list[Row]]
 
 EXHAUSTED = "attempts_exhausted"
+HAS_MARK = "has_mark"
+MARK_RESTRICTION = "RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY"
 
 
 def _from(sources: tuple[str, ...], trigger: str, rows: list[Row]) -> Table:
@@ -34,6 +36,21 @@ GUARD_TABLE: Table = {
     ("TRIPPED", "recover"): [("COOLDOWN", None)],
     ("COOLDOWN", "expire"): [("HEALTHY", None)],
     **_from(("HEALTHY", "TRIPPED", "COOLDOWN"), "reset", [("HEALTHY", None)]),
+}
+
+# DESIGN §2.1 plus NO_MARK (issue 11): a symbol is never traded blind, and a reset cannot
+# invent a mark.
+MARK_TABLE: Table = {
+    ("NO_MARK", "mark"): [("HEALTHY", None)],
+    ("NO_MARK", "trip"): [("TRIPPED", None)],
+    ("HEALTHY", "trip"): [("TRIPPED", None)],
+    ("COOLDOWN", "trip"): [("TRIPPED", None)],
+    ("TRIPPED", "recover"): [("COOLDOWN", None)],
+    ("COOLDOWN", "expire"): [("HEALTHY", None)],
+    ("HEALTHY", "reset"): [("HEALTHY", HAS_MARK)],
+    ("TRIPPED", "reset"): [("HEALTHY", HAS_MARK), ("NO_MARK", None)],
+    ("COOLDOWN", "reset"): [("HEALTHY", HAS_MARK)],
+    ("NO_MARK", "reset"): [("NO_MARK", None)],
 }
 
 PREVIEW_TABLE: Table = {
@@ -75,11 +92,12 @@ MODE_TABLE: Table = {
     ("REDUCE_ONLY", "pause"): [("PAUSED", None)],
 }
 
+# HALTED pauses, REDUCED is the operator's reduce-only halt (issue 11 item 4).
 HALT_TABLE: Table = {
-    ("RUNNING", "halt"): [("HALTED", None)],
-    ("HALTED", "halt"): [("HALTED", None)],
-    ("HALTED", "resume"): [("RUNNING", None)],
-    ("HALTED", "expire"): [("RUNNING", None)],
+    **_from(("RUNNING", "HALTED", "REDUCED"), "halt", [("HALTED", None)]),
+    **_from(("RUNNING", "HALTED", "REDUCED"), "reduce", [("REDUCED", None)]),
+    **_from(("HALTED", "REDUCED"), "resume", [("RUNNING", None)]),
+    **_from(("HALTED", "REDUCED"), "expire", [("RUNNING", None)]),
 }
 
 
@@ -93,12 +111,15 @@ class Expected:
         initial: str,
         table: Table,
         terminal: tuple[str, ...] = (),
+        starts: tuple[str, ...] | None = None,
     ) -> None:
         self.states = states
         self.triggers = triggers
         self.initial = initial
         self.table = table
         self.terminal = terminal
+        # The diagram's start arrows, as Mermaid writes them after "[*] --> ".
+        self.starts = (initial,) if starts is None else starts
 
 
 EXPECTED: dict[str, Expected] = {
@@ -107,6 +128,12 @@ EXPECTED: dict[str, Expected] = {
         ("trip", "recover", "expire", "reset"),
         "HEALTHY",
         GUARD_TABLE,
+    ),
+    "mark_staleness": Expected(
+        ("HEALTHY", "TRIPPED", "COOLDOWN", "NO_MARK"),
+        ("mark", "trip", "recover", "expire", "reset"),
+        "NO_MARK",
+        MARK_TABLE,
     ),
     "preview": Expected(("HEALTHY", "TRIPPED"), ("trip", "reset"), "HEALTHY", PREVIEW_TABLE),
     "breaker": Expected(
@@ -122,11 +149,23 @@ EXPECTED: dict[str, Expected] = {
         FEED_TABLE,
         terminal=("CLOSED",),
     ),
+    # The global scope starts in ALLOW; a symbol starts where NO_MARK puts it (issue 11).
     "mode": Expected(
-        ("ALLOW", "REDUCE_ONLY", "PAUSED"), ("allow", "restrict", "pause"), "ALLOW", MODE_TABLE
+        ("ALLOW", "REDUCE_ONLY", "PAUSED"),
+        ("allow", "restrict", "pause"),
+        "ALLOW",
+        MODE_TABLE,
+        starts=(
+            "ALLOW: global scope",
+            f"REDUCE_ONLY: new symbol, no mark yet ({MARK_RESTRICTION}=1)",
+            f"PAUSED: new symbol, no mark yet ({MARK_RESTRICTION}=0)",
+        ),
     ),
     "operator": Expected(
-        ("RUNNING", "HALTED"), ("halt", "resume", "expire"), "RUNNING", HALT_TABLE
+        ("RUNNING", "HALTED", "REDUCED"),
+        ("halt", "reduce", "resume", "expire"),
+        "RUNNING",
+        HALT_TABLE,
     ),
 }
 
@@ -142,6 +181,12 @@ class TinyModel:
         self.asked = 0
 
     def attempts_exhausted(self) -> bool:
+        return self._ask()
+
+    def has_mark(self) -> bool:
+        return self._ask()
+
+    def _ask(self) -> bool:
         self.asked += 1
         assert self.condition is not None, "a condition was asked of a table that has none"
         return self.condition
@@ -158,12 +203,13 @@ def _table_cases() -> list[Any]:
         if definition is not None:
             states += [s.name for s in definition.used_states if s.name not in states]
             triggers += [t for t in definition.triggers if t not in triggers]
-        conditional = any(c is not None for rows in expected.table.values() for _, c in rows)
-        flags: tuple[bool | None, ...] = (True, False) if conditional else (None,)
+        conditions = {c for rows in expected.table.values() for _, c in rows if c is not None}
+        assert len(conditions) <= 1, "TinyModel answers one condition per table"
+        flags: tuple[bool | None, ...] = (True, False) if conditions else (None,)
         for state in states:
             for trigger in triggers:
                 for flag in flags:
-                    flag_id = "" if flag is None else f"-{EXHAUSTED}={flag}"
+                    flag_id = "" if flag is None else f"-{next(iter(conditions))}={flag}"
                     case_id = f"{name}-{state}-{trigger}{flag_id}"
                     cases.append(pytest.param(name, state, trigger, flag, id=case_id))
     return cases
@@ -356,6 +402,29 @@ def test_a_transition_into_an_unused_state_is_refused() -> None:
         )
 
 
+def test_a_start_state_that_is_not_a_state_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"small: start state <Other.Z: 'Z'> is not a state"):
+        MachineDefinition(
+            name="small",
+            states=Small,
+            initial=Small.A,
+            transitions=(Spec("go", (Small.A,), Small.B), Spec("back", (Small.B,), Small.A)),
+            unused=frozenset({Small.C}),
+            other_starts=((Other.Z, "never"),),
+        )
+
+
+def test_other_start_states_count_as_reachable() -> None:
+    definition = MachineDefinition(
+        name="small",
+        states=Small,
+        initial=Small.A,
+        transitions=(Spec("go", (Small.A, Small.C), Small.B), Spec("back", (Small.B,), Small.A)),
+        other_starts=((Small.C, "restored"),),
+    )
+    assert definition.to_mermaid().splitlines()[1:3] == ["    [*] --> A", "    [*] --> C: restored"]
+
+
 def test_an_initial_state_that_is_not_a_state_is_refused() -> None:
     with pytest.raises(ValueError, match=r"small: initial state <Other.Z: 'Z'> is not a state"):
         MachineDefinition(
@@ -390,7 +459,8 @@ def test_mermaid_lists_every_declared_row_exactly_once(name: str) -> None:
     expected = Counter(f"    {s} --> {d}: {label}" for s, d, label in _declared_rows(name))
     assert arrows == expected
     assert all(count == 1 for count in arrows.values())
-    assert lines.count(f"    [*] --> {EXPECTED[name].initial}") == 1
+    starts = [line for line in lines if line.startswith("    [*] --> ")]
+    assert starts == [f"    [*] --> {start}" for start in EXPECTED[name].starts]
     ends = sorted(line for line in lines if line.endswith("--> [*]"))
     assert ends == sorted(f"    {st} --> [*]" for st in EXPECTED[name].terminal)
 
@@ -409,7 +479,13 @@ def test_dot_lists_every_declared_row_exactly_once(name: str) -> None:
     )
     assert edges == expected
     assert all(count == 1 for count in edges.values())
-    assert lines.count(f'    "__start" -> "{EXPECTED[name].initial}";') == 1
+    starts = [line for line in lines if line.startswith('    "__start" -> ')]
+    expected_starts = []
+    for start in EXPECTED[name].starts:
+        state, _, note = start.partition(": ")
+        label = f' [label="{note}"]' if note else ""
+        expected_starts.append(f'    "__start" -> "{state}"{label};')
+    assert starts == expected_starts
     for state in EXPECTED[name].states:
         shape = "doubleoctagon" if state in EXPECTED[name].terminal else "box"
         assert lines.count(f'    "{state}" [shape={shape}];') == 1

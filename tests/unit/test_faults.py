@@ -10,7 +10,7 @@ from tradeguard.fsm import api_fault
 from tradeguard.fsm.events import ApiCall
 from tradeguard.io.broker import BrokerError, CircuitOpen
 from tradeguard.io.faults import CCXT_FAULTS, Failure, classify
-from tradeguard.io.guarded import rate_limit_usage
+from tradeguard.io.guarded import rate_limit_reset, rate_limit_usage
 from tradeguard.testing.chaos import _reported_failure
 
 # ---------------------------------------------------------------------- the core rule
@@ -131,3 +131,13 @@ def test_rate_limit_usage_reads_coinbase_and_generic_headers() -> None:
     assert rate_limit_usage({"x-ratelimit-limit": "ten", "x-ratelimit-remaining": "1"}) is None
     assert rate_limit_usage({}) is None
     assert rate_limit_usage({"x-ratelimit-limit": "10", "x-ratelimit-remaining": "20"}) == 0.0
+
+
+def test_rate_limit_reset_reads_epoch_and_delta_headers() -> None:
+    now = 1_700_000_000.0
+    assert rate_limit_reset({"X-RateLimit-Reset": str(int(now) + 2)}, now) == 2.0
+    assert rate_limit_reset({"x-ratelimit-reset": str(int(now) - 5)}, now) == 0.0  # past: now
+    assert rate_limit_reset({"RateLimit-Reset": "7"}, now) == 7.0  # the IETF draft: a delta
+    assert rate_limit_reset({"x-ratelimit-reset": "soon"}, now) is None
+    assert rate_limit_reset({"x-ratelimit-reset": "-1"}, now) is None
+    assert rate_limit_reset({}, now) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -270,6 +271,48 @@ class TestApiHealth:
         assert_transition(effects, "api_health", "COOLDOWN", "HEALTHY", "expire", at=16.0)
         assert layer.mode() is ALLOW
 
+    def test_a_rate_limit_reading_ages_out_after_the_window_without_a_query(self) -> None:
+        # Found: after a 429 burst the guard stayed TRIPPED for good with usage 1.0.
+        layer, clock = make_layer(**API)  # window 30 s, cooldown 10 s
+        layer.observe(ev.RateLimitUsage(1.0))
+        assert layer.guard("api_health").state is TRIPPED
+        assert layer.next_deadline() == 30.0  # eager: the reading's expiry is a deadline
+        assert run_timers_until(layer, clock, 29.75) == []
+        effects = run_timers_until(layer, clock, 30.0)
+        assert_transition(effects, "api_health", "TRIPPED", "COOLDOWN", "recover", at=30.0)
+        assert status_of(layer)["global"]["guards"]["api_health"]["rate_limit_usage"] == 0.0
+        effects = run_timers_until(layer, clock, 40.0)
+        assert_transition(effects, "api_health", "COOLDOWN", "HEALTHY", "expire", at=40.0)
+        assert layer.mode() is ALLOW
+
+    def test_a_rate_limit_reading_ages_out_at_the_venues_reset_when_sooner(self) -> None:
+        layer, clock = make_layer(**API)
+        clock.advance(1)
+        layer.observe(ev.RateLimitUsage(1.0, reset_after=2.5))
+        assert layer.next_deadline() == 3.5
+        effects = run_timers_until(layer, clock, 3.5)
+        assert_transition(effects, "api_health", "TRIPPED", "COOLDOWN", "recover", at=3.5)
+        # A reset later than the window does not stretch the reading past the window.
+        layer.observe(ev.RateLimitUsage(1.0, reset_after=3600.0))
+        effects = run_timers_until(layer, clock, 33.5)
+        assert_transition(effects, "api_health", "TRIPPED", "COOLDOWN", "recover", at=33.5)
+
+    def test_a_fresh_reading_replaces_the_old_one_and_its_age(self) -> None:
+        layer, clock = make_layer(**API)
+        layer.observe(ev.RateLimitUsage(1.0))
+        clock.advance(20)
+        layer.observe(ev.RateLimitUsage(0.95))  # still over: the reading now ages out at 50
+        assert run_timers_until(layer, clock, 49.5) == []
+        assert layer.guard("api_health").state is TRIPPED
+        clock.advance(0.25)
+        effects = layer.observe(ev.RateLimitUsage(0.1))  # a low reading from a success
+        assert_transition(effects, "api_health", "TRIPPED", "COOLDOWN", "recover", at=49.75)
+
+    def test_bad_reset_after_is_refused_naming_the_value(self) -> None:
+        for bad in (-1.0, math.nan, math.inf, True, "1"):
+            with pytest.raises(ValueError, match=r"reset_after.*" + re.escape(repr(bad))):
+                ev.RateLimitUsage(0.5, reset_after=bad)  # type: ignore[arg-type]
+
     def test_errors_leave_the_window_and_the_guard_recovers_without_new_calls(self) -> None:
         layer, clock = make_layer(**API)
         _observe_all(layer, [_fail()] * 4)
@@ -374,7 +417,8 @@ class TestMarkStaleness:
         assert (refused.allowed, refused.mode, refused.max_quantity) == (False, PAUSED, D(0))
         assert layer.mode("ETH") is ALLOW
         assert layer.mode() is ALLOW
-        assert layer.mode("NEVER_SEEN") is REDUCE_ONLY  # no mark yet is REDUCE_ONLY regardless
+        # Issue 11: no mark yet is restricted exactly like a stale mark, PAUSED here.
+        assert layer.mode("NEVER_SEEN") is PAUSED
 
     def test_a_fresh_mark_cools_down_then_allows(self) -> None:
         layer, clock = make_layer(**MARK)
@@ -1153,6 +1197,8 @@ BadCall = Callable[[ReliabilityLayer], object]
 A_FLOAT: Any = 1.0
 A_LIST: Any = ["o1"]
 A_STRING: Any = "orders"
+A_INT: Any = 123
+A_DICT: Any = {"symbol": "BTC", "side": "BUY", "quantity": "1"}
 
 BAD_INPUT: list[tuple[str, BadCall, type[Exception], list[str]]] = [
     ("usage-nan", lambda L: L.observe(ev.RateLimitUsage(math.nan)), ValueError, ["usage"]),
@@ -1171,7 +1217,7 @@ BAD_INPUT: list[tuple[str, BadCall, type[Exception], list[str]]] = [
     ("halt-ttl-negative", lambda L: L.halt("x", ttl=-1.0), ValueError, ["ttl"]),
     ("halt-ttl-nan", lambda L: L.halt("x", ttl=math.nan), ValueError, ["ttl"]),
     ("halt-ttl-inf", lambda L: L.halt("x", ttl=math.inf), ValueError, ["ttl"]),
-    ("halt-ttl-bool", lambda L: L.halt("x", ttl=True), ValueError, ["ttl"]),
+    ("halt-ttl-bool", lambda L: L.halt("x", ttl=True), TypeError, ["ttl", "True"]),
     ("guard-empty-symbol", lambda L: L.guard("mark_staleness", ""), ValueError, ["symbol"]),
     ("quantity-zero", lambda L: L.decide(buy("BTC", 0)), ValueError, ["quantity"]),
     ("quantity-negative", lambda L: L.decide(buy("BTC", -1)), ValueError, ["quantity"]),
@@ -1193,8 +1239,8 @@ BAD_INPUT: list[tuple[str, BadCall, type[Exception], list[str]]] = [
     (
         "position-float",
         lambda L: L.decide(sell("BTC"), position=A_FLOAT),
-        ValueError,
-        ["position"],
+        TypeError,
+        ["position", "Decimal", "float", "1.0"],
     ),
     ("api-empty-category", lambda L: L.observe(ev.ApiCall("", ok=False)), ValueError, ["category"]),
     (
@@ -1221,7 +1267,7 @@ BAD_INPUT: list[tuple[str, BadCall, type[Exception], list[str]]] = [
         ValueError,
         ["unknown_order_ids"],
     ),
-    ("not-an-observation", lambda L: L.observe(A_STRING), ValueError, ["observation"]),
+    ("not-an-observation", lambda L: L.observe(A_STRING), TypeError, ["observation", "'orders'"]),
     (
         "unknown-guard",
         lambda L: L.guard("mark_stalenes", "BTC"),
@@ -1240,8 +1286,35 @@ BAD_INPUT: list[tuple[str, BadCall, type[Exception], list[str]]] = [
         ["message"],
     ),
     ("start-feed-twice", lambda L: L.observe(ev.FeedStarted("market")), RuntimeError, ["start"]),
-    ("resume-not-halted", lambda L: L.resume(), RuntimeError, ["resume"]),
-    ("resume-unseen-symbol", lambda L: L.resume("NEVER_SEEN"), RuntimeError, ["resume"]),
+    # Issue 11 item 8: categories are a configured set, not a new breaker per spelling.
+    (
+        "api-call-unknown-category",
+        lambda L: L.observe(ev.ApiCall("ordrs", ok=False, status=503)),
+        ValueError,
+        ["'ordrs'", "accounts, market, orders", "GPT_TRADER_API_CATEGORIES"],
+    ),
+    ("admit-unknown-category", lambda L: L.admit("ordrs"), ValueError, ["'ordrs'", "orders"]),
+    ("breaker-unknown-category", lambda L: L.breaker_state("ordrs"), ValueError, ["'ordrs'"]),
+    # Issue 11 item 4: a halt is PAUSED or REDUCE_ONLY, nothing else.
+    ("halt-mode-allow", lambda L: L.halt("x", mode=ALLOW), ValueError, ["PAUSED", "REDUCE_ONLY"]),
+    ("halt-mode-str", lambda L: L.halt("x", mode=A_STRING), TypeError, ["mode", "'orders'"]),
+    ("reset-operator", lambda L: L.reset("operator"), ValueError, ["operator", "resume"]),
+    ("trip-operator", lambda L: L.trip("operator", "x", "BTC"), ValueError, ["halt"]),
+    # Issue 11 item 14: a wrong type is a TypeError naming what was expected.
+    (
+        "decide-dict",
+        lambda L: L.decide(A_DICT),
+        TypeError,
+        ["decide() intent must be an OrderIntent, got dict", "'symbol'"],
+    ),
+    ("guard-name-int", lambda L: L.guard(A_INT), TypeError, ["guard name", "str", "123"]),
+    ("guard-symbol-int", lambda L: L.guard("slippage", A_INT), TypeError, ["symbol", "123"]),
+    ("mode-int", lambda L: L.mode(A_INT), TypeError, ["symbol must be a str, got int 123"]),
+    ("halt-reason-int", lambda L: L.halt(A_INT), TypeError, ["reason", "str", "123"]),
+    ("halt-symbol-int", lambda L: L.halt("x", symbol=A_INT), TypeError, ["symbol", "123"]),
+    ("halt-ttl-str", lambda L: L.halt("x", ttl=A_STRING), TypeError, ["ttl", "'orders'"]),
+    ("resume-symbol-int", lambda L: L.resume(A_INT), TypeError, ["symbol", "123"]),
+    ("admit-int", lambda L: L.admit(A_INT), TypeError, ["category", "123"]),
 ]
 
 
@@ -1270,9 +1343,11 @@ class TestBadInput:
         with pytest.raises(UnknownGuard):
             layer.guard("nope")
         with pytest.raises(InvalidTransition):
-            layer.resume()
+            layer.observe(ev.FeedMessage("market"))  # the feed is not connected
         with pytest.raises(InvalidObservation):
             layer.mode("")
+        with pytest.raises(InvalidObservation):
+            layer.admit("ordrs")
 
     def test_a_clock_going_backwards_is_refused_and_changes_nothing(self) -> None:
         now = [10.0]
@@ -1327,6 +1402,16 @@ class TestRestore:
         restored.tick()
         assert layer.guard("api_health").state is COOLDOWN
         assert restored.guard("api_health").state is COOLDOWN
+
+    def test_a_restored_rate_limit_reading_keeps_its_age(self) -> None:
+        layer, clock = make_layer(**API)
+        layer.observe(ev.RateLimitUsage(1.0))  # ages out at 30
+        clock.advance(10)
+        restored, new_clock = _restart(layer, clock, downtime=5.0, **API)
+        assert restored.guard("api_health").state is TRIPPED
+        assert restored.next_deadline() == 5_015.0  # 15 s of its 30 s were left
+        effects = run_timers_until(restored, new_clock, 5_015.0)
+        assert_transition(effects, "api_health", "TRIPPED", "COOLDOWN", "recover", at=5_015.0)
 
 
 def _restart(

@@ -76,6 +76,10 @@ class MachineDefinition:
     description: str = ""
     # States of a shared enum this kind never enters (preview has no COOLDOWN).
     unused: frozenset[Enum] = frozenset()
+    # Where instances start, for the diagrams: the initial state's note, and other states an
+    # instance may start in with when (a symbol's mode starts where its rules put it).
+    initial_note: str = ""
+    other_starts: tuple[tuple[Enum, str], ...] = ()
     _machine: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,8 +110,11 @@ class MachineDefinition:
             for state in (*s.sources, s.dest):
                 if state not in known:
                     raise ValueError(f"{self.name}: {s.trigger!r} names unknown state {state!r}")
-        reached = {self.initial}
-        frontier = [self.initial]
+        for start, _ in self.other_starts:
+            if start not in known:
+                raise ValueError(f"{self.name}: start state {start!r} is not a state")
+        reached = {self.initial, *(start for start, _ in self.other_starts)}
+        frontier = list(reached)
         while frontier:
             here = frontier.pop()
             for s in self.transitions:
@@ -127,6 +134,11 @@ class MachineDefinition:
     def used_states(self) -> tuple[Enum, ...]:
         """The states this kind can be in, in enum order."""
         return tuple(s for s in self.states if s not in self.unused)
+
+    @property
+    def starts(self) -> tuple[tuple[Enum, str], ...]:
+        """Every state an instance may start in, with its note: the initial state first."""
+        return ((self.initial, self.initial_note), *self.other_starts)
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -156,7 +168,9 @@ class MachineDefinition:
 
     def to_mermaid(self) -> str:
         """The definition as a Mermaid ``stateDiagram-v2``: deterministic text."""
-        lines = ["stateDiagram-v2", f"    [*] --> {self.initial.name}"]
+        lines = ["stateDiagram-v2"]
+        for start, note in self.starts:
+            lines.append(f"    [*] --> {start.name}" + (f": {note}" if note else ""))
         for s in self.transitions:
             lines.extend(f"    {src.name} --> {s.dest.name}: {s.label}" for src in s.sources)
         lines.extend(f"    {st.name} --> [*]" for st in self.used_states if st in self.terminal)
@@ -166,7 +180,9 @@ class MachineDefinition:
         """The definition as Graphviz ``dot`` source: deterministic text."""
         lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
         lines.append('    "__start" [shape=point];')
-        lines.append(f'    "__start" -> "{self.initial.name}";')
+        for start, note in self.starts:
+            label = f' [label="{note}"]' if note else ""
+            lines.append(f'    "__start" -> "{start.name}"{label};')
         for state in self.used_states:
             shape = "doubleoctagon" if state in self.terminal else "box"
             lines.append(f'    "{state.name}" [shape={shape}];')

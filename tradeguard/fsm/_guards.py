@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from tradeguard.fsm._definition import MachineDefinition
-from tradeguard.fsm._machines import GUARD, PREVIEW
+from tradeguard.fsm._machines import GUARD, MARK, PREVIEW
 from tradeguard.fsm._states import GuardState, TradingMode
 from tradeguard.fsm._timers import Timer, Timers
 from tradeguard.fsm.effects import (
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 _HEALTHY, _TRIPPED, _COOLDOWN = GuardState.HEALTHY, GuardState.TRIPPED, GuardState.COOLDOWN
+_NO_MARK = GuardState.NO_MARK
 
 # Saved state converts monotonic deadlines to wall-clock times and back.
 ToWall = Callable[[float], float]
@@ -148,8 +149,15 @@ class Guard:
         return self.counters()
 
     def load(self, saved: dict[str, Any], to_mono: ToMono) -> None:
-        """Restore what `dump` saved (no transition is recorded: this is not one)."""
-        self.state = GuardState[saved["state"]]
+        """Restore what `dump` saved (no transition is recorded: this is not one).
+
+        Raises:
+            ValueError: the saved state is not one this guard's machine has.
+        """
+        state = GuardState[saved["state"]]
+        if state not in self.definition.used_states:
+            raise ValueError(f"{self.name}: saved state {state.name} is not one of its states")
+        self.state = state
         until = saved.get("cooldown_until")
         if self.state is _COOLDOWN:
             # A missing deadline can only come from a damaged snapshot: restart the cooldown.
@@ -373,11 +381,13 @@ class PreviewGuard(Guard):
 class MarkStalenessGuard(Guard):
     """Trips when a symbol's mark is older than the threshold; a fresh mark recovers it.
 
-    Staleness is an eager timer at ``last mark + threshold``: it trips at that instant even if
-    no one asks. Before the first mark the symbol is restricted by the layer (never traded
-    blind), not by this guard.
+    The guard starts in NO_MARK (its own machine, `MARK`): a symbol is never traded blind, so
+    until its first mark it is restricted exactly like a stale mark. The first mark takes it to
+    HEALTHY. Staleness is an eager timer at ``last mark + threshold``: it trips at that instant
+    even if no one asks.
     """
 
+    definition: ClassVar[MachineDefinition] = MARK
     __slots__ = ("_stale", "last_mark", "threshold")
 
     def __init__(
@@ -396,19 +406,26 @@ class MarkStalenessGuard(Guard):
             restriction=restriction,
             cooldown_seconds=cooldown_seconds,
         )
+        self.state = _NO_MARK
         self.threshold = threshold
         self.last_mark: float | None = None
         self._stale = Timer(self._went_stale, scope)
+
+    def has_mark(self) -> bool:
+        """Condition of `MARK`'s reset: a mark has arrived (a reset cannot invent one)."""
+        return self.last_mark is not None
 
     def observe(self, at: float) -> list[Effect]:
         """A fresh mark arrived at ``at``."""
         self.last_mark = at
         self._timers.arm(self._stale, at + self.threshold)
+        if self.state is _NO_MARK:
+            return self._fire("mark", at)
         return self._fire("recover", at) if self.state is _TRIPPED else []
 
     def reset(self, at: float) -> list[Effect]:
         """Operator reset. A mark that is already stale trips the guard again at once: a
-        reset forgets counts, it cannot make old data fresh."""
+        reset forgets counts, it cannot make old data fresh (nor a missing mark appear)."""
         effects = super().reset(at)
         if self.last_mark is not None:
             stale_at = self.last_mark + self.threshold
@@ -432,10 +449,15 @@ class MarkStalenessGuard(Guard):
 
     def _load_counters(self, saved: dict[str, Any], to_mono: ToMono) -> None:
         last = saved.get("last_mark")
-        if last is not None:
-            self.last_mark = to_mono(last)
-            if self.state is not _TRIPPED:
-                self._timers.arm(self._stale, self.last_mark + self.threshold)
+        if last is None:
+            # A snapshot from before NO_MARK was a state says HEALTHY with no mark: that symbol
+            # was never marked, and restoring must not make it more permissive.
+            if self.state is _HEALTHY:
+                self.state = _NO_MARK
+            return
+        self.last_mark = to_mono(last)
+        if self.state is not _TRIPPED:
+            self._timers.arm(self._stale, self.last_mark + self.threshold)
 
 
 class ApiHealthGuard(Guard):
@@ -445,11 +467,17 @@ class ApiHealthGuard(Guard):
     window), so memory stays constant at any call rate; a bucket leaves the window once all
     of it is older than the window. While the error rate alone holds the guard TRIPPED, a timer
     re-checks when the oldest bucket leaves, so recovery is seen even if calls stop.
+
+    A rate-limit reading ages out: it is forgotten (usage 0) one window after it was observed,
+    or at the venue's reset (``RateLimitUsage.reset_after``) when that comes first, by an eager
+    timer. Without that a 429 burst held the guard TRIPPED for good once calls stopped
+    reporting usage; a fresh reading replaces the old one and its deadline.
     """
 
     __slots__ = (
         "_buckets",
         "_drain",
+        "_usage_expiry",
         "calls",
         "errors",
         "min_calls",
@@ -490,6 +518,7 @@ class ApiHealthGuard(Guard):
         self.usage = 0.0
         self.open_breakers: set[str] = set()
         self._drain = Timer(self._window_moved)
+        self._usage_expiry = Timer(self._usage_aged_out)
 
     def observe_call(self, call: ApiCall, at: float) -> list[Effect]:
         """Count one finished API call."""
@@ -512,9 +541,27 @@ class ApiHealthGuard(Guard):
             return []
         return self._evaluate(at)
 
-    def observe_usage(self, usage: float, at: float) -> list[Effect]:
-        """Record the rate-limit usage the API last reported."""
+    def observe_usage(
+        self, usage: float, at: float, reset_after: float | None = None
+    ) -> list[Effect]:
+        """Record the rate-limit usage the API last reported.
+
+        The reading counts until one window has passed, or ``reset_after`` seconds (the
+        venue's own reset) when that is sooner; then it ages out as if usage were 0.
+        """
         self.usage = usage
+        lifetime = self.window if reset_after is None else min(self.window, reset_after)
+        self._arm_usage_expiry(at + lifetime)
+        return self._evaluate(at)
+
+    def _arm_usage_expiry(self, due: float) -> None:
+        if self.usage > 0.0:
+            self._timers.arm(self._usage_expiry, due)
+        else:
+            Timers.disarm(self._usage_expiry)  # nothing to forget
+
+    def _usage_aged_out(self, at: float) -> list[Effect]:
+        self.usage = 0.0
         return self._evaluate(at)
 
     def breaker_changed(self, category: str, is_open: bool, at: float) -> list[Effect]:
@@ -588,6 +635,7 @@ class ApiHealthGuard(Guard):
         self.calls = self.errors = 0
         self.usage = 0.0
         Timers.disarm(self._drain)
+        Timers.disarm(self._usage_expiry)
 
     def reset(self, at: float) -> list[Effect]:
         """Operator reset: forget the window and usage. Open breakers still count."""
@@ -609,10 +657,18 @@ class ApiHealthGuard(Guard):
         return {
             "buckets": [[to_wall(i * self.width), c, e] for i, c, e in self._buckets],
             "rate_limit_usage": self.usage,
+            "rate_limit_usage_until": None
+            if (due := self._usage_expiry.due) is None
+            else to_wall(due),
         }
 
     def _load_counters(self, saved: dict[str, Any], to_mono: ToMono) -> None:
         self.usage = float(saved.get("rate_limit_usage", 0.0))
+        until = saved.get("rate_limit_usage_until")
+        # The reading keeps its age across a restart. A snapshot from before readings aged out
+        # has no deadline: its reading stands until a fresh one replaces it (never looser).
+        if until is not None:
+            self._arm_usage_expiry(to_mono(float(until)))
         for start, calls, errors in saved.get("buckets", []):
             index = round(to_mono(start) / self.width)
             self._buckets.append([index, int(calls), int(errors)])

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, final
+from typing import Any, NoReturn, final, get_args
 
 from tradeguard.config import Settings
-from tradeguard.errors import InvalidObservation, InvalidTransition, UnknownGuard
+from tradeguard.errors import InvalidObservation, UnknownGuard
 from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._breaker import CircuitBreaker
 from tradeguard.fsm._feed import Feed
@@ -38,7 +38,7 @@ from tradeguard.fsm._guards import (
 )
 from tradeguard.fsm._orders import Decision, OrderIntent, Side
 from tradeguard.fsm._scope import Scope
-from tradeguard.fsm._states import BreakerState, FeedState, GuardState, TradingMode
+from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
 from tradeguard.fsm._timers import Timers
 from tradeguard.fsm.effects import Effect, Reason
 from tradeguard.fsm.events import (
@@ -73,6 +73,12 @@ GLOBAL_GUARDS = (
 )
 SYMBOL_GUARDS = ("mark_staleness", "slippage")
 _ALL_GUARDS = sorted((*GLOBAL_GUARDS, *SYMBOL_GUARDS))
+# Every name a `Reason` can carry answers `guard()`: the guards, and the operator halt (global
+# or per symbol), which `reset`/`trip` do not take (an operator lifts a halt with `resume`).
+_OPERATOR = "operator"
+_QUERYABLE = sorted((*_ALL_GUARDS, _OPERATOR))
+_OBSERVATIONS = frozenset(get_args(Observation))
+_HALT_MODES = (TradingMode.REDUCE_ONLY, TradingMode.PAUSED)
 
 _ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
 _ZERO = Decimal(0)
@@ -84,21 +90,26 @@ _ALLOWED = Decision(True, _ALLOW)
 @final
 @dataclass(frozen=True, slots=True)
 class GuardStatus:
-    """A read-only view of one guard.
+    """A read-only view of one guard, or of a scope's operator halt (name ``"operator"``).
 
     Attributes:
-        name: the guard's name.
-        scope: the symbol, or ``None`` for a global guard.
-        state: its `GuardState`.
-        restriction: the mode it imposes while TRIPPED or COOLDOWN.
-        seconds_until_lift: time left in COOLDOWN; ``None`` otherwise.
+        name: the guard's name, or ``"operator"``.
+        scope: the symbol, or ``None`` for a global guard or halt.
+        state: the guard's `GuardState` (NO_MARK: a symbol not marked yet), or the halt's
+            `HaltState` (RUNNING, HALTED, REDUCED).
+        restriction: the mode a guard imposes while not HEALTHY; for the operator, the mode
+            the halt imposes now (ALLOW while RUNNING, PAUSED or REDUCE_ONLY while halted).
+        seconds_until_lift: time left in COOLDOWN, or until a time-limited halt lifts;
+            ``None`` otherwise.
+        reason: the operator's reason for a halt in force; empty otherwise.
     """
 
     name: str
     scope: str | None
-    state: GuardState
+    state: GuardState | HaltState
     restriction: TradingMode
     seconds_until_lift: float | None
+    reason: str = ""
 
 
 @final
@@ -181,6 +192,8 @@ class ReliabilityLayer:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._feeds: dict[str, Feed] = {}
         self._mark_restriction = _REDUCE_ONLY if s.mark_staleness_allow_reduce_only else _PAUSED
+        self._categories = frozenset(s.api_categories.split(","))
+        self._categories_text = ", ".join(sorted(self._categories))
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -202,10 +215,19 @@ class ReliabilityLayer:
             order, then re-read `next_deadline()`.
 
         Raises:
-            InvalidObservation: not an observation.
+            TypeError: not an observation.
+            InvalidObservation: an `ApiCall` names a category not in
+                ``GPT_TRADER_API_CATEGORIES``.
             UnknownGuard: a feed event names a feed that was never started.
             InvalidTransition: the feed's state forbids the event (e.g. after CLOSED).
         """
+        if type(observation) not in _OBSERVATIONS:
+            raise TypeError(
+                "observe() takes an observation of tradeguard.fsm.events (ApiCall, MarkUpdate, "
+                f"...), got {type(observation).__name__} {observation!r}"
+            )
+        if type(observation) is ApiCall:
+            self._require_category(observation.category)
         now = self._now()
         effects = self._advance(now)
         try:
@@ -264,14 +286,12 @@ class ReliabilityLayer:
                 effects += self._api.observe_call(obs, now)
                 return effects + self._settle(None, now) if effects else effects
             case MarkUpdate():
-                scope = self._scope(obs.symbol)
-                first = scope.awaiting_first_mark
-                mark = scope.mark
+                mark = self._scope(obs.symbol).mark
                 assert mark is not None  # every symbol scope has one
-                effects = mark.observe(now)
-                return effects + self._settle(obs.symbol, now) if effects or first else effects
+                return self._settled(mark.observe(now), obs.symbol, now)
             case RateLimitUsage():
-                return self._settled(self._api.observe_usage(obs.usage, now), None, now)
+                effects = self._api.observe_usage(obs.usage, now, obs.reset_after)
+                return self._settled(effects, None, now)
             case SlippageCheck():
                 guard = self._scope(obs.symbol).guards["slippage"]
                 assert isinstance(guard, CountingGuard)
@@ -303,8 +323,8 @@ class ReliabilityLayer:
                 return self._feed(obs.feed).count("dropped", obs.count)
             case MalformedMessage():
                 return self._feed(obs.feed).count("malformed")
-            case _:
-                raise InvalidObservation(f"not an observation: {obs!r}")
+            case _:  # pragma: no cover - `observe` checked the type first
+                raise TypeError(f"not an observation: {obs!r}")
 
     def _settled(self, effects: list[Effect], symbol: str | None, at: float) -> list[Effect]:
         return effects + self._settle(symbol, at) if effects else effects
@@ -335,6 +355,13 @@ class ReliabilityLayer:
             alert_title="slippage guard failing",
         )
         return Scope(symbol, [mark, slippage], t)
+
+    def _require_category(self, category: str) -> None:
+        if category not in self._categories:
+            raise InvalidObservation(
+                f"unknown API category {category!r}; expected one of: {self._categories_text} "
+                "(GPT_TRADER_API_CATEGORIES)"
+            )
 
     def _breaker(self, category: str) -> CircuitBreaker:
         breaker = self._breakers.get(category)
@@ -384,15 +411,22 @@ class ReliabilityLayer:
             an unknown position fails closed.
 
         Raises:
-            InvalidObservation: ``position`` is not a finite `Decimal` or ``None``.
+            TypeError: ``intent`` is not an `OrderIntent`, or ``position`` is not a `Decimal`
+                or ``None``.
+            InvalidObservation: ``position`` is not finite.
         """
+        # One identity test each on the hot path; the messages are built only on failure.
+        if type(intent) is not OrderIntent:
+            raise TypeError(
+                f"decide() intent must be an OrderIntent, got {type(intent).__name__} {intent!r}"
+            )
         if position is not None and (type(position) is not Decimal or not position.is_finite()):
-            raise InvalidObservation(f"position must be a finite Decimal or None, got {position!r}")
+            _bad_position(position)
         now = self._clock()
         if now >= self._due_at:
             self._apply_due()
         scope = self._symbols.get(intent.symbol)
-        mode = _REDUCE_ONLY if scope is None else scope.state
+        mode = self._mark_restriction if scope is None else scope.state
         global_mode = self._global.state
         if global_mode > mode:
             mode = global_mode
@@ -414,14 +448,19 @@ class ReliabilityLayer:
     def _symbol_reasons(symbol: str, scope: Scope | None, now: float) -> list[Reason]:
         if scope is not None:
             return scope.reasons(now)
-        return [Reason("mark_staleness", symbol, "NO_MARK", None)]
+        return [Reason("mark_staleness", symbol, GuardState.NO_MARK, None)]
 
     # ------------------------------------------------------------------ reads
 
     def mode(self, symbol: str | None = None) -> TradingMode:
         """The effective mode of ``symbol`` (any symbol), or the global mode for ``None``.
 
-        A symbol with no mark yet is at least REDUCE_ONLY.
+        A symbol with no mark yet is at least REDUCE_ONLY (PAUSED when
+        ``RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY=0``), as for a stale mark.
+
+        Raises:
+            TypeError: ``symbol`` is not a string or ``None``.
+            InvalidObservation: ``symbol`` is empty.
         """
         if symbol is not None:
             _require_symbol(symbol)
@@ -431,19 +470,31 @@ class ReliabilityLayer:
         if symbol is None:
             return global_mode
         scope = self._symbols.get(symbol)
-        own = _REDUCE_ONLY if scope is None else scope.state
+        own = self._mark_restriction if scope is None else scope.state
         return own if own > global_mode else global_mode
 
     def guard(self, name: str, symbol: str | None = None) -> GuardStatus:
-        """A read-only view of one guard.
+        """A read-only view of one guard, or of an operator halt: every name a `Reason`
+        carries can be asked about.
+
+        ``guard("operator", symbol)`` (``symbol=None`` for the global halt) answers with the
+        halt's `HaltState`, the mode it imposes, its reason and the seconds until it lifts.
+        ``guard("mark_staleness", symbol)`` of a symbol never marked is NO_MARK.
 
         Raises:
+            TypeError: ``name`` is not a string, or ``symbol`` not a string or ``None``.
             UnknownGuard: no guard has that name.
             InvalidObservation: a per-symbol guard asked without a symbol, or a global one
                 with a symbol.
         """
-        if name not in _ALL_GUARDS:
-            raise UnknownGuard("guard", name, _ALL_GUARDS)
+        if not isinstance(name, str):
+            raise TypeError(f"guard name must be a str, got {type(name).__name__} {name!r}")
+        if name not in _QUERYABLE:
+            raise UnknownGuard("guard", name, _QUERYABLE)
+        if name == _OPERATOR:
+            if symbol is not None:
+                _require_symbol(symbol)
+            return self._halt_status(symbol)
         if name in SYMBOL_GUARDS:
             if symbol is None:
                 raise InvalidObservation(f"guard {name!r} is per symbol: pass symbol=")
@@ -456,15 +507,28 @@ class ReliabilityLayer:
             found: Guard = self._global.guards[name]
         else:
             scope = self._symbols.get(symbol)
-            if scope is None:  # never observed: a fresh guard is HEALTHY
-                return GuardStatus(name, symbol, GuardState.HEALTHY, self._restriction(name), None)
+            if scope is None:  # never observed: a fresh guard; mark_staleness has no mark yet
+                if name == "mark_staleness":
+                    state, restriction = GuardState.NO_MARK, self._mark_restriction
+                else:
+                    state, restriction = GuardState.HEALTHY, _REDUCE_ONLY
+                return GuardStatus(name, symbol, state, restriction, None)
             found = scope.guards[name]
         lifts = found.lifts_at
         left = None if lifts is None else max(0.0, lifts - self._clock())
         return GuardStatus(name, symbol, found.state, found.restriction, left)
 
-    def _restriction(self, name: str) -> TradingMode:
-        return self._mark_restriction if name == "mark_staleness" else _REDUCE_ONLY
+    def _halt_status(self, symbol: str | None) -> GuardStatus:
+        now = self._clock()
+        if now >= self._due_at:
+            self._apply_due()
+        scope = self._global if symbol is None else self._symbols.get(symbol)
+        if scope is None:  # never seen: never halted
+            return GuardStatus(_OPERATOR, symbol, HaltState.RUNNING, _ALLOW, None)
+        halt = scope.halt
+        return GuardStatus(
+            _OPERATOR, symbol, halt.state, halt.mode, halt.seconds_left(now), halt.reason
+        )
 
     @property
     def preview_enabled(self) -> bool:
@@ -472,8 +536,14 @@ class ReliabilityLayer:
         return self._preview.enabled
 
     def breaker_state(self, category: str) -> BreakerState:
-        """The breaker of an endpoint category (CLOSED for one never called)."""
+        """The breaker of an endpoint category (CLOSED for one never called).
+
+        Raises:
+            TypeError: ``category`` is not a string.
+            InvalidObservation: ``category`` is not in ``GPT_TRADER_API_CATEGORIES``.
+        """
         _require_name("category", category)
+        self._require_category(category)
         breaker = self._breakers.get(category)
         return BreakerState.CLOSED if breaker is None else breaker.state
 
@@ -482,8 +552,13 @@ class ReliabilityLayer:
 
         In HALF_OPEN a True reserves one of the limited probe slots; report the call's
         outcome with ``observe(ApiCall(...))`` to release it.
+
+        Raises:
+            TypeError: ``category`` is not a string.
+            InvalidObservation: ``category`` is not in ``GPT_TRADER_API_CATEGORIES``.
         """
         _require_name("category", category)
+        self._require_category(category)
         if self._clock() >= self._due_at:
             self._apply_due()
         return self._breaker(category).admit()
@@ -517,46 +592,77 @@ class ReliabilityLayer:
     # ------------------------------------------------------------------ operator
 
     def halt(
-        self, reason: str, symbol: str | None = None, ttl: float | None = None
+        self,
+        reason: str,
+        symbol: str | None = None,
+        ttl: float | None = None,
+        mode: TradingMode = TradingMode.PAUSED,
     ) -> list[Effect]:
-        """Pause a symbol, or everything, until `resume` (or for ``ttl`` seconds).
+        """Halt a symbol, or everything, until `resume` (or for ``ttl`` seconds).
+
+        ``mode=TradingMode.PAUSED`` (the default) refuses every order; ``REDUCE_ONLY`` lets
+        only reducing orders through (a canary). Halting a halted scope replaces its reason,
+        mode and limit. The halt is audited (`Transitioned` of machine ``"operator"``: HALTED
+        or REDUCED) and shown by `status()` and ``guard("operator", symbol)``.
+
+        Returns:
+            The effects, in order; run them, then re-read `next_deadline()`.
 
         Raises:
-            InvalidObservation: an empty reason, an empty symbol, or a ttl that is not > 0.
+            TypeError: ``reason`` or ``symbol`` not a string, ``ttl`` not a number, ``mode``
+                not a `TradingMode`.
+            InvalidObservation: an empty reason or symbol, a ttl that is not > 0, or
+                ``mode=ALLOW``.
         """
         _require_name("reason", reason)
         if symbol is not None:
             _require_symbol(symbol)
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf
-        ):
-            raise InvalidObservation(f"halt ttl must be seconds > 0 or None, got {ttl!r}")
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+                raise TypeError(
+                    f"halt ttl must be seconds (int or float) or None, got "
+                    f"{type(ttl).__name__} {ttl!r}"
+                )
+            if not 0 < ttl < math.inf:
+                raise InvalidObservation(f"halt ttl must be seconds > 0 or None, got {ttl!r}")
+        if type(mode) is not TradingMode:
+            raise TypeError(
+                "halt mode must be TradingMode.PAUSED or TradingMode.REDUCE_ONLY, got "
+                f"{type(mode).__name__} {mode!r}"
+            )
+        if mode not in _HALT_MODES:
+            raise InvalidObservation(
+                f"halt mode must be TradingMode.PAUSED or TradingMode.REDUCE_ONLY, got {mode!r}"
+            )
         now = self._now()
         effects = self._advance(now)
         scope = self._global if symbol is None else self._scope(symbol)
-        effects += scope.halt.halt(reason, None if ttl is None else now + ttl, now)
+        effects += scope.halt.halt(reason, None if ttl is None else now + ttl, now, mode)
         effects += self._settle(symbol, now)
         self._due_at = self._next_due()
         return effects
 
     def resume(self, symbol: str | None = None) -> list[Effect]:
-        """Lift an operator halt.
+        """Lift an operator halt (of either mode).
+
+        A scope that is not halted (or a symbol never seen) makes this a no-op: nothing
+        changes, no timer is applied, and ``[]`` is returned.
+
+        Returns:
+            The effects, in order; run them, then re-read `next_deadline()`.
 
         Raises:
-            InvalidTransition: the scope is not halted.
+            TypeError: ``symbol`` is not a string or ``None``.
+            InvalidObservation: ``symbol`` is empty.
         """
         if symbol is not None:
             _require_symbol(symbol)
         scope = self._global if symbol is None else self._symbols.get(symbol)
-        if scope is None:
-            raise InvalidTransition("operator", symbol, "RUNNING", "resume")
+        if scope is None or not scope.halt.halted:
+            return []
         now = self._now()
         effects = self._advance(now)
-        try:
-            effects += scope.halt.resume(now)
-        except InvalidTransition:
-            self._pending = effects
-            raise
+        effects += scope.halt.resume(now)
         effects += self._settle(symbol, now)
         self._due_at = self._next_due()
         return effects
@@ -569,9 +675,10 @@ class ReliabilityLayer:
 
         Raises:
             UnknownGuard: no guard has that name.
-            InvalidObservation: an empty reason, or the symbol does not fit the guard's scope.
+            InvalidObservation: an empty reason, the symbol does not fit the guard's scope, or
+                ``"operator"`` (use `halt`).
         """
-        self.guard(guard, symbol)  # validates name and scope before anything changes
+        self._require_guard(guard, symbol, "trip", "halt()")
         _require_name("reason", reason)
         now = self._now()
         effects = self._advance(now)
@@ -586,9 +693,10 @@ class ReliabilityLayer:
 
         Raises:
             UnknownGuard: no guard has that name.
-            InvalidObservation: the symbol argument does not fit the guard's scope.
+            InvalidObservation: the symbol argument does not fit the guard's scope, or
+                ``"operator"`` (use `resume`).
         """
-        self.guard(guard, symbol)  # validates name and scope before anything changes
+        self._require_guard(guard, symbol, "reset", "resume()")
         now = self._now()
         effects = self._advance(now)
         if symbol is None:
@@ -599,6 +707,11 @@ class ReliabilityLayer:
         effects += self._settle(symbol, now)
         self._due_at = self._next_due()
         return effects
+
+    def _require_guard(self, guard: str, symbol: str | None, verb: str, instead: str) -> None:
+        self.guard(guard, symbol)  # validates name, types and scope before anything changes
+        if guard == _OPERATOR:
+            raise InvalidObservation(f"cannot {verb} 'operator': an operator halt uses {instead}")
 
     # ------------------------------------------------------------------ persistence
 
@@ -671,8 +784,20 @@ class ReliabilityLayer:
 
 
 def _require_name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    if not value.strip():
         raise InvalidObservation(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _bad_position(position: object) -> NoReturn:
+    """Raise the error a bad ``decide()`` position gets (kept off the hot path)."""
+    if type(position) is not Decimal:
+        raise TypeError(
+            f"decide() position must be a Decimal or None, got {type(position).__name__} "
+            f"{position!r}"
+        )
+    raise InvalidObservation(f"position must be a finite Decimal or None, got {position!r}")
 
 
 def _require_symbol(symbol: object) -> None:

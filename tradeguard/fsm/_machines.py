@@ -5,9 +5,10 @@ from __future__ import annotations
 from tradeguard.fsm._definition import MachineDefinition, Spec
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
 
-__all__ = ["BREAKER", "DEFINITIONS", "FEED", "GUARD", "HALT", "MODE", "PREVIEW"]
+__all__ = ["BREAKER", "DEFINITIONS", "FEED", "GUARD", "HALT", "MARK", "MODE", "PREVIEW"]
 
 _H, _T, _C = GuardState.HEALTHY, GuardState.TRIPPED, GuardState.COOLDOWN
+_N = GuardState.NO_MARK
 
 # DESIGN §2.1. `reset` is the operator's; from HEALTHY it is a no-op kept for the audit trail.
 GUARD = MachineDefinition(
@@ -21,6 +22,25 @@ GUARD = MachineDefinition(
         Spec("expire", (_C,), _H),
         Spec("reset", (_H, _T, _C), _H),
     ),
+    unused=frozenset({_N}),
+)
+
+# A symbol's mark staleness: the guard machine plus NO_MARK, where every symbol starts (DESIGN
+# §2.1: never traded blind). NO_MARK restricts like a stale mark. A reset cannot invent a mark:
+# without one the guard goes back to NO_MARK. `trip` from NO_MARK is a preflight's forced trip.
+MARK = MachineDefinition(
+    name="mark_staleness",
+    description="A symbol's mark staleness: NO_MARK until its first mark, then as a guard.",
+    states=GuardState,
+    initial=_N,
+    transitions=(
+        Spec("mark", (_N,), _H),
+        Spec("trip", (_N, _H, _C), _T),
+        Spec("recover", (_T,), _C),
+        Spec("expire", (_C,), _H),
+        Spec("reset", (_H, _T, _C), _H, "has_mark"),
+        Spec("reset", (_N, _T), _N),
+    ),
 )
 
 # Preview never recovers by itself: disabled for the session until an operator reset.
@@ -33,7 +53,7 @@ PREVIEW = MachineDefinition(
         Spec("trip", (_H,), _T),
         Spec("reset", (_H, _T), _H),
     ),
-    unused=frozenset({_C}),
+    unused=frozenset({_C, _N}),
 )
 
 _CL, _OP, _HO = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -77,11 +97,18 @@ FEED = MachineDefinition(
 _A, _R, _P = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
 
 # DESIGN §2.4: a scope's own mode; the layer fires the one trigger that names the new mode.
+# The global scope starts in ALLOW; a symbol starts where its mark_staleness guard (NO_MARK)
+# puts it, so its diagram shows both starts.
 MODE = MachineDefinition(
     name="mode",
     description="A scope's own trading mode (a symbol's effective mode also counts global).",
     states=TradingMode,
     initial=_A,
+    initial_note="global scope",
+    other_starts=(
+        (_R, "new symbol, no mark yet (RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY=1)"),
+        (_P, "new symbol, no mark yet (RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY=0)"),
+    ),
     transitions=(
         Spec("allow", (_R, _P), _A),
         Spec("restrict", (_A, _P), _R),
@@ -89,18 +116,22 @@ MODE = MachineDefinition(
     ),
 )
 
-_RUN, _HALTED = HaltState.RUNNING, HaltState.HALTED
+_RUN, _HALTED, _REDUCED = HaltState.RUNNING, HaltState.HALTED, HaltState.REDUCED
 
+# An operator halt: HALTED is PAUSED, REDUCED is REDUCE_ONLY (a canary); either can replace the
+# other. `resume` of a RUNNING scope is a no-op the layer answers without firing anything.
 HALT = MachineDefinition(
     name="operator",
-    description="An operator halt on a scope, optionally with a time limit.",
+    description="An operator halt on a scope (HALTED: PAUSED, REDUCED: REDUCE_ONLY), "
+    "optionally with a time limit.",
     states=HaltState,
     initial=_RUN,
     transitions=(
-        Spec("halt", (_RUN, _HALTED), _HALTED),
-        Spec("resume", (_HALTED,), _RUN),
-        Spec("expire", (_HALTED,), _RUN),
+        Spec("halt", (_RUN, _HALTED, _REDUCED), _HALTED),
+        Spec("reduce", (_RUN, _HALTED, _REDUCED), _REDUCED),
+        Spec("resume", (_HALTED, _REDUCED), _RUN),
+        Spec("expire", (_HALTED, _REDUCED), _RUN),
     ),
 )
 
-DEFINITIONS: tuple[MachineDefinition, ...] = (GUARD, PREVIEW, BREAKER, FEED, MODE, HALT)
+DEFINITIONS: tuple[MachineDefinition, ...] = (GUARD, MARK, PREVIEW, BREAKER, FEED, MODE, HALT)

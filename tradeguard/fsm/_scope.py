@@ -1,7 +1,7 @@
 """A scope (global, or one symbol): its guards, its operator halt and its own trading mode.
 
-A scope's own mode is the most restrictive restriction among its guards, its halt and, for a
-symbol, the rule that a symbol is never traded blind before its first mark (DESIGN §2.4). The
+A scope's own mode is the most restrictive restriction among its guards (for a symbol, its
+mark_staleness guard starts in NO_MARK: never traded blind) and its halt (DESIGN §2.4). The
 mode is itself a machine (`MODE`), moved only by `Scope.refresh`, which records why. A
 symbol's *effective* mode is the larger of the global mode and its own, so a symbol can
 tighten the global mode and never loosen it; a global trip costs one transition, not one per
@@ -14,7 +14,7 @@ from typing import Any, final
 
 from tradeguard.fsm._guards import Guard, MarkStalenessGuard, ToMono, ToWall
 from tradeguard.fsm._machines import HALT, MODE
-from tradeguard.fsm._states import HaltState, TradingMode
+from tradeguard.fsm._states import GuardState, HaltState, TradingMode
 from tradeguard.fsm._timers import Timer, Timers
 from tradeguard.fsm.effects import Alert, Effect, ModeChanged, Reason, Transitioned
 
@@ -24,9 +24,21 @@ _ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, Trad
 _MODE_TRIGGER = {_ALLOW: "allow", _REDUCE_ONLY: "restrict", _PAUSED: "pause"}
 
 
+_HALT_MODE = {
+    HaltState.RUNNING: _ALLOW,
+    HaltState.HALTED: _PAUSED,
+    HaltState.REDUCED: _REDUCE_ONLY,
+}
+_HALT_TRIGGER = {_PAUSED: "halt", _REDUCE_ONLY: "reduce"}
+
+
 @final
 class Halt:
-    """An operator halt on one scope: a model of `HALT`, with an optional time limit."""
+    """An operator halt on one scope: a model of `HALT`, with an optional time limit.
+
+    HALTED pauses the scope; REDUCED (an operator reduce-only halt, for a canary) lets only
+    reducing orders through.
+    """
 
     __slots__ = ("_timer", "_timers", "reason", "scope", "state")
 
@@ -42,19 +54,33 @@ class Halt:
         """When a time-limited halt lifts by itself."""
         return self._timer.due
 
-    def halt(self, reason: str, until: float | None, at: float) -> list[Effect]:
-        """Halt (or re-halt with a new reason and limit)."""
-        effects = self._fire("halt", at)
+    @property
+    def mode(self) -> TradingMode:
+        """The mode the halt imposes: ALLOW while RUNNING."""
+        return _HALT_MODE[self.state]
+
+    @property
+    def halted(self) -> bool:
+        """True while a halt of either mode is in force."""
+        return self.state is not HaltState.RUNNING
+
+    def halt(self, reason: str, until: float | None, at: float, mode: TradingMode) -> list[Effect]:
+        """Halt in ``mode`` (PAUSED or REDUCE_ONLY), or re-halt with a new reason, mode, limit."""
+        effects = self._fire(_HALT_TRIGGER[mode], at)
         self.reason = reason
         if until is None:
             Timers.disarm(self._timer)
         else:
             self._timers.arm(self._timer, until)
         where = "all symbols" if self.scope is None else self.scope
-        return [*effects, Alert("warning", f"operator halt: {where}", reason)]
+        kind = "halt" if mode is _PAUSED else "reduce-only halt"
+        title = f"operator {kind}: {where}"
+        return [*effects, Alert("warning", title, reason)]
 
     def resume(self, at: float) -> list[Effect]:
-        """Lift the halt now."""
+        """Lift the halt now; a no-op (no effects) when none is in force."""
+        if not self.halted:
+            return []
         Timers.disarm(self._timer)
         self.reason = ""
         return self._fire("resume", at)
@@ -67,6 +93,21 @@ class Halt:
         source = self.state
         HALT.fire(self, trigger, "operator", self.scope)
         return [Transitioned("operator", self.scope, source.name, self.state.name, trigger, at)]
+
+    def seconds_left(self, now: float) -> float | None:
+        """Seconds until a time-limited halt lifts; ``None`` without a limit or a halt."""
+        until = self._timer.due
+        return None if until is None else max(0.0, until - now)
+
+    def view(self, now: float) -> dict[str, Any]:
+        """JSON-ready view: state, mode, reason, deadline and the seconds left."""
+        return {
+            "state": self.state.name,
+            "mode": self.mode.name,
+            "reason": self.reason,
+            "until": self.until,
+            "seconds_until_lift": self.seconds_left(now),
+        }
 
     def dump(self, to_wall: ToWall) -> dict[str, Any]:
         """JSON-ready saved state."""
@@ -81,7 +122,7 @@ class Halt:
         """Restore what `dump` saved."""
         self.state = HaltState[saved["state"]]
         self.reason = str(saved.get("reason", ""))
-        if self.state is HaltState.HALTED and saved.get("until") is not None:
+        if self.halted and saved.get("until") is not None:
             self._timers.arm(self._timer, to_mono(saved["until"]))
 
 
@@ -105,20 +146,19 @@ class Scope:
         self.mark = found if isinstance(found, MarkStalenessGuard) else None
         self.halt = Halt(symbol, timers)
         self.state = _ALLOW
-        # A symbol's machine starts where its rules put it: before its first mark, that is
-        # REDUCE_ONLY, and no transition is recorded for a scope that did not exist.
+        # A symbol's machine starts where its rules put it: its mark_staleness guard starts in
+        # NO_MARK (REDUCE_ONLY, or PAUSED per RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY), and no
+        # transition is recorded for a scope that did not exist (`MODE.other_starts`).
         self.state = self.own_mode()
 
     @property
     def awaiting_first_mark(self) -> bool:
         """A symbol whose first mark has not arrived (never traded blind)."""
-        return self.mark is not None and self.mark.last_mark is None
+        return self.mark is not None and self.mark.state is GuardState.NO_MARK
 
     def own_mode(self) -> TradingMode:
         """The most restrictive restriction in force in this scope alone."""
-        if self.halt.state is HaltState.HALTED:
-            return _PAUSED
-        mode = _REDUCE_ONLY if self.awaiting_first_mark else _ALLOW
+        mode = self.halt.mode
         for guard in self.guards.values():
             if guard.restriction > mode and guard.restricting:
                 mode = guard.restriction
@@ -132,12 +172,9 @@ class Scope:
                 lifts = guard.lifts_at
                 left = None if lifts is None else max(0.0, lifts - now)
                 found.append(Reason(guard.name, self.symbol, guard.state, left))
-        if self.awaiting_first_mark:
-            found.append(Reason("mark_staleness", self.symbol, "NO_MARK", None))
-        if self.halt.state is HaltState.HALTED:
-            until = self.halt.until
-            left = None if until is None else max(0.0, until - now)
-            found.append(Reason("operator", self.symbol, "HALTED", left))
+        if self.halt.halted:
+            left = self.halt.seconds_left(now)
+            found.append(Reason("operator", self.symbol, self.halt.state, left))
         return found
 
     def refresh(self, at: float) -> list[Effect]:
@@ -182,11 +219,7 @@ class Scope:
             }
         view: dict[str, Any] = {
             "mode": self.state.name,
-            "halt": {
-                "state": self.halt.state.name,
-                "reason": self.halt.reason,
-                "until": self.halt.until,
-            },
+            "halt": self.halt.view(now),
             "guards": guards,
         }
         if self.mark is not None:

@@ -8,11 +8,16 @@ __all__ = ["BreakerState", "FeedState", "GuardState", "HaltState", "TradingMode"
 
 
 class GuardState(StrEnum):
-    """A guard's state (DESIGN §2.1). The preview guard uses HEALTHY and TRIPPED only."""
+    """A guard's state (DESIGN §2.1).
+
+    The preview guard uses HEALTHY and TRIPPED only. NO_MARK is mark_staleness's alone: a
+    symbol whose first mark has not arrived, restricted exactly like a stale mark.
+    """
 
     HEALTHY = "HEALTHY"
     TRIPPED = "TRIPPED"
     COOLDOWN = "COOLDOWN"
+    NO_MARK = "NO_MARK"
 
 
 class BreakerState(StrEnum):
@@ -43,7 +48,8 @@ class TradingMode(IntEnum):
 
 
 class HaltState(StrEnum):
-    """An operator halt on a scope."""
+    """An operator halt on a scope: none (RUNNING), PAUSED (HALTED) or REDUCE_ONLY (REDUCED)."""
 
     RUNNING = "RUNNING"
     HALTED = "HALTED"
+    REDUCED = "REDUCED"

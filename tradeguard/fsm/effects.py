@@ -34,10 +34,12 @@ class Reason:
     """Why a scope is restricted: machine-readable, one per restriction in force.
 
     Attributes:
-        guard: the guard's name, or ``"operator"`` for a halt. A symbol whose first mark
-            has not arrived is restricted by ``"mark_staleness"`` in state ``"NO_MARK"``.
+        guard: the guard's name, or ``"operator"`` for a halt; every one can be asked about
+            with ``layer.guard(guard, scope)``. A symbol whose first mark has not arrived is
+            restricted by ``"mark_staleness"`` in state ``"NO_MARK"``.
         scope: the symbol, or ``None`` for global.
-        state: the state that restricts (``GuardState.TRIPPED``, ``"HALTED"``, ``"NO_MARK"``).
+        state: the state that restricts (``GuardState.TRIPPED``, ``GuardState.NO_MARK``, or
+            the halt's ``"HALTED"`` / ``"REDUCED"``).
         seconds_until_lift: seconds until it may lift; ``None`` while the fault is present.
     """
 

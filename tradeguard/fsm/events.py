@@ -91,15 +91,35 @@ class ApiCall:
 @final
 @dataclass(frozen=True, slots=True)
 class RateLimitUsage:
-    """The share of the API rate limit in use, 0..1, as read from response headers."""
+    """The share of the API rate limit in use, 0..1, as read from response headers.
+
+    A reading ages out (the layer forgets it) once it is older than
+    ``RISK_API_ERROR_RATE_WINDOW_SECONDS`` or, when the venue said when its limit resets,
+    ``reset_after`` seconds after it was observed, whichever comes first.
+
+    Attributes:
+        usage: the share in use, 0..1.
+        reset_after: seconds until the venue's limit window resets (``x-ratelimit-reset``),
+            or ``None`` when the venue did not say.
+    """
 
     usage: float
+    reset_after: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.usage, bool) or not isinstance(self.usage, int | float):
             raise InvalidObservation(f"RateLimitUsage.usage must be a number, got {self.usage!r}")
         if not 0.0 <= self.usage <= 1.0:  # NaN fails both comparisons
             raise InvalidObservation(f"RateLimitUsage.usage must be 0..1, got {self.usage!r}")
+        reset = self.reset_after
+        if reset is not None and (
+            isinstance(reset, bool)
+            or not isinstance(reset, int | float)
+            or not 0.0 <= reset < math.inf  # NaN fails both comparisons
+        ):
+            raise InvalidObservation(
+                f"RateLimitUsage.reset_after must be finite seconds >= 0 or None, got {reset!r}"
+            )
 
 
 @final

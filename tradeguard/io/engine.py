@@ -37,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tradeguard.config import Settings
 from tradeguard.errors import TradeguardError
-from tradeguard.fsm import Decision, OrderIntent, ReliabilityLayer
+from tradeguard.fsm import Decision, OrderIntent, ReliabilityLayer, TradingMode
 from tradeguard.fsm.effects import Effect
 from tradeguard.io.broker import Broker
 from tradeguard.io.runtime import AlertSink, BrokerFactory, Runtime, StartingMode, log_alert
@@ -195,29 +195,32 @@ class Engine(anyio.AsyncContextManagerMixin):
             parts.archive.put(("refusal", intent.symbol, decision, intent))
         return decision
 
-    def halt(
-        self, reason: str, symbol: str | None = None, ttl: float | None = None
+    async def halt(
+        self,
+        reason: str,
+        symbol: str | None = None,
+        ttl: float | None = None,
+        mode: TradingMode = TradingMode.PAUSED,
     ) -> list[Effect]:
-        """Operator halt (see `ReliabilityLayer.halt`); archived; its effects run in order."""
+        """Operator halt (see `Runtime.halt`; ``mode=TradingMode.REDUCE_ONLY`` for a
+        reduce-only halt): archived; returns its effects once they ran."""
         parts = self._running()
-        effects = parts.runtime.layer.halt(reason, symbol, ttl)
-        parts.runtime.apply(effects)
-        parts.operator("halt", reason=reason, symbol=symbol, ttl=ttl)
+        effects = await parts.runtime.halt(reason, symbol, ttl, mode)
+        parts.operator("halt", reason=reason, symbol=symbol, ttl=ttl, mode=mode.name)
         return effects
 
-    def resume(self, symbol: str | None = None) -> list[Effect]:
-        """Lift an operator halt (see `ReliabilityLayer.resume`); archived."""
+    async def resume(self, symbol: str | None = None) -> list[Effect]:
+        """Lift an operator halt (see `Runtime.resume`); archived; a no-op when none is in
+        force."""
         parts = self._running()
-        effects = parts.runtime.layer.resume(symbol)
-        parts.runtime.apply(effects)
+        effects = await parts.runtime.resume(symbol)
         parts.operator("resume", symbol=symbol)
         return effects
 
-    def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
-        """Operator reset of a guard (see `ReliabilityLayer.reset`); archived."""
+    async def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
+        """Operator reset of a guard (see `Runtime.reset`); archived."""
         parts = self._running()
-        effects = parts.runtime.layer.reset(guard, symbol)
-        parts.runtime.apply(effects)
+        effects = await parts.runtime.reset(guard, symbol)
         parts.operator("reset", guard=guard, symbol=symbol)
         return effects
 
@@ -300,6 +303,7 @@ class Engine(anyio.AsyncContextManagerMixin):
 
                 parts.feed = FeedClient(runtime, self.feed_url, self.symbols, **self._feed_options)
                 await runtime.start(parts.feed.run)
+            metrics.track_buffers(store=store, feeds=() if parts.feed is None else (parts.feed,))
             self._parts = parts
             try:
                 yield self

@@ -11,8 +11,10 @@ in ``async with guarded_call(runtime, category) as call:`` and tell ``call`` wha
 3. One request, one report. Leaving reports exactly one ``ApiCall(category, ok, status,
    latency)``: the status given to ``call.response``; or, when the block raised, what the
    shell's fault table (`tradeguard.io.faults.classify`) makes of the exception. Then
-   ``RateLimitUsage`` from the response's rate-limit headers (a 429 without them counts as the
-   limit used up). An exception that is a bug rather than the venue is not reported.
+   ``RateLimitUsage`` from the response's rate-limit headers, on a success as on a failure (a
+   429 without them counts as the limit used up), with the venue's reset time
+   (``x-ratelimit-reset``) as ``reset_after`` so the reading ages out when the venue's window
+   does. An exception that is a bug rather than the venue is not reported.
 4. Credentials. A 401, or an exception the table marks as a refused credential, also raises a
    critical `Alert` through the sink's ``alert`` (a `Runtime` has one): a revoked key must not
    read as a quiet outage.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol, final, runtime_checkable
@@ -45,6 +48,7 @@ __all__ = [
     "GuardedCall",
     "ObservationSink",
     "guarded_call",
+    "rate_limit_reset",
     "rate_limit_usage",
 ]
 
@@ -52,6 +56,11 @@ log = logging.getLogger("tradeguard.io.guarded")
 
 _TOO_MANY_REQUESTS = 429
 _UNAUTHORIZED = 401
+
+# Reset headers, most specific first: Coinbase's is epoch seconds, the IETF draft's a delta.
+_RESET_HEADERS = ("x-ratelimit-reset", "ratelimit-reset")
+# A reset value at least this large is an epoch time (2001-09-09), not a delta in seconds.
+_EPOCH_RESET = 1e9
 
 # Limit and remaining headers, most specific first: Coinbase (and most venues) send
 # ``x-ratelimit-*``; the IETF draft names them ``ratelimit-*``.
@@ -161,7 +170,7 @@ async def guarded_call(sink: ObservationSink, category: str) -> AsyncIterator[Gu
             if probing:
                 _free_probe(sink, category, latency)
             raise
-        sink.observe(ApiCall(category, False, failure.status, latency))
+        _report(sink, ApiCall(category, False, failure.status, latency))
         _report_usage(sink, call)
         if failure.credentials:
             _alert_credentials(sink, category, failure.status, exc)
@@ -169,12 +178,12 @@ async def guarded_call(sink: ObservationSink, category: str) -> AsyncIterator[Gu
     latency = anyio.current_time() - started
     status = call.status
     if status is None:
-        sink.observe(ApiCall(category, True, None, latency))
+        _report(sink, ApiCall(category, True, None, latency))
         return
     ok = 200 <= status < 300
     # ApiCall cannot carry ok=False with a status below 400: a 1xx or 3xx left unfollowed is no
     # usable answer, reported like a failed connection.
-    sink.observe(ApiCall(category, ok, status if ok or status >= 400 else None, latency))
+    _report(sink, ApiCall(category, ok, status if ok or status >= 400 else None, latency))
     _report_usage(sink, call)
     if status == _UNAUTHORIZED:
         _alert_credentials(sink, category, status, None)
@@ -184,7 +193,7 @@ def rate_limit_usage(headers: Mapping[str, str]) -> float | None:
     """The share of the rate limit in use, ``1 - remaining / limit``, clamped to 0..1.
 
     Reads ``x-ratelimit-limit``/``x-ratelimit-remaining`` (Coinbase's; its ``-reset`` says
-    when the window ends and is not needed for the share), else the IETF draft's
+    when the window ends: see `rate_limit_reset`), else the IETF draft's
     ``ratelimit-limit``/``ratelimit-remaining`` (whose values may carry a policy after a
     comma or semicolon: ``100, 100;w=60``). Names are matched case-insensitively.
 
@@ -198,6 +207,29 @@ def rate_limit_usage(headers: Mapping[str, str]) -> float | None:
         remaining = _leading_number(lowered.get(remaining_name))
         if limit is not None and remaining is not None and limit > 0 and remaining >= 0:
             return min(1.0, max(0.0, 1.0 - remaining / limit))
+    return None
+
+
+def rate_limit_reset(headers: Mapping[str, str], wall_now: float) -> float | None:
+    """Seconds until the venue's rate-limit window resets, from the response headers.
+
+    Reads ``x-ratelimit-reset`` else the IETF draft's ``ratelimit-reset``. A value of at least
+    1e9 is an epoch time in seconds (Coinbase's, GitHub's) and is measured from ``wall_now``;
+    a smaller one is already a delta in seconds (the draft's). Names are matched
+    case-insensitively.
+
+    Args:
+        headers: the response headers.
+        wall_now: the wall-clock time (``time.time()``) the response arrived.
+
+    Returns:
+        Seconds >= 0 (a reset already past is 0), or ``None`` when no reset header parses.
+    """
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    for name in _RESET_HEADERS:
+        value = _leading_number(lowered.get(name))
+        if value is not None and value >= 0:
+            return max(0.0, value - wall_now) if value >= _EPOCH_RESET else value
     return None
 
 
@@ -217,7 +249,19 @@ def _report_usage(sink: ObservationSink, call: GuardedCall) -> None:
     if usage is None and call.status == _TOO_MANY_REQUESTS:
         usage = 1.0  # refused for the rate limit, and it did not say how far over: all used
     if usage is not None:
-        sink.observe(RateLimitUsage(usage))
+        reset_after = rate_limit_reset(call.headers, time.time())
+        _report(sink, RateLimitUsage(usage, reset_after=reset_after))
+
+
+def _report(sink: ObservationSink, observation: Observation) -> None:
+    try:
+        sink.observe(observation)
+    except RuntimeError:
+        # A call that finished after its runtime closed (a cancel queued just before the close
+        # runs then): there is no layer left to tell. Anything else is not ours to hide.
+        if getattr(sink, "closed", False) is not True:
+            raise
+        log.debug("not reported, the runtime closed: %r", observation)
 
 
 def _alert_credentials(

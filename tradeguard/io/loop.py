@@ -26,8 +26,10 @@ Profiling. The seed's hot paths are timed with `tradeguard.io.profiling.profile_
 ``fetch_positions`` (step 1), ``strategy_decision`` (the proposals of step 3),
 ``order_placement`` (step 3's order tasks), ``pre_trade_validation`` (per order, from the
 first ``decide()`` through the preview) and ``equity_computation`` (the health runner's
-balance read). Spans are recorded only where a `tradeguard.io.metrics.Metrics` is active
-(start the loop inside ``with metrics.activate():``); elsewhere they only measure.
+balance read). They are recorded into the profile sink of the loop's runtime
+(`Runtime.route_profiles`; `attach_metrics` and the `Engine` route them to their metrics),
+whoever awaits the cycle; with none, where a `tradeguard.io.metrics.Metrics` is active
+(``with metrics.activate():``); elsewhere they only measure.
 
 Faults. A broker call that raises `BrokerError`, `OSError` or `TimeoutError` is caught at the
 call and becomes the observation named above (when one applies) and a ``"failed"`` event; it
@@ -440,7 +442,8 @@ class TradingLoop:
             The ``"health"`` event, also given to ``on_event``.
         """
         try:
-            with profile_span("equity_computation"):  # a raise is recorded as result=error
+            with self._runtime.profiled(), profile_span("equity_computation"):
+                # A raise is recorded as result=error.
                 balances: list[Balance] = await self._call(self._broker.list_balances)
         except _FAULTS as err:
             self._runtime.observe(BrokerRead("balances", ok=False))
@@ -464,49 +467,51 @@ class TradingLoop:
             events and the layer's observations.
         """
         async with self._cycle_lock:
-            started = time.perf_counter()
-            tally = _Tally()
-            positions: dict[str, Decimal] | None = None
+            with self._runtime.profiled():
+                return await self._run_cycle()
 
-            async def read_positions() -> None:
-                nonlocal positions
-                positions = await self._read_positions(tally)
+    async def _run_cycle(self) -> CycleReport:
+        started = time.perf_counter()
+        tally = _Tally()
+        positions: dict[str, Decimal] | None = None
 
-            async with anyio.create_task_group() as reads:
-                reads.start_soon(read_positions)
-                reads.start_soon(self._audit_orders, tally)
-            batch, fallback = await self._quotes(tally)
-            quotes = batch | fallback
-            plans: list[_Plan] = []
-            with profile_span("strategy_decision"):
-                for symbol in self._symbols:  # in symbol order: proposals replay exactly
-                    quote = quotes.get(symbol)
-                    if quote is None:
-                        continue
-                    self._observe_mark(quote)
-                    position = None if positions is None else positions.get(symbol, _ZERO)
-                    intent = self._strategy.propose(symbol, quote, position)
-                    if intent is None:
-                        continue
-                    if intent.symbol != symbol:
-                        raise ValueError(
-                            f"strategy proposed {intent!r} when asked about {symbol!r}"
-                        )
-                    plans.append(_Plan(intent, quote, position, self._next_client_order_id()))
-            with profile_span("order_placement"):
-                async with anyio.create_task_group() as orders:
-                    for plan in plans:
-                        orders.start_soon(self._trade, plan, tally)
-            return CycleReport(
-                placed=tally.placed,
-                refused=tally.refused,
-                rejected=tally.rejected,
-                failed=tally.failed,
-                broker_errors=tally.broker_errors,
-                quoted_batch=tuple(s for s in self._symbols if s in batch),
-                quoted_fallback=tuple(s for s in self._symbols if s in fallback),
-                duration=time.perf_counter() - started,
-            )
+        async def read_positions() -> None:
+            nonlocal positions
+            positions = await self._read_positions(tally)
+
+        async with anyio.create_task_group() as reads:
+            reads.start_soon(read_positions)
+            reads.start_soon(self._audit_orders, tally)
+        batch, fallback = await self._quotes(tally)
+        quotes = batch | fallback
+        plans: list[_Plan] = []
+        with profile_span("strategy_decision"):
+            for symbol in self._symbols:  # in symbol order: proposals replay exactly
+                quote = quotes.get(symbol)
+                if quote is None:
+                    continue
+                self._observe_mark(quote)
+                position = None if positions is None else positions.get(symbol, _ZERO)
+                intent = self._strategy.propose(symbol, quote, position)
+                if intent is None:
+                    continue
+                if intent.symbol != symbol:
+                    raise ValueError(f"strategy proposed {intent!r} when asked about {symbol!r}")
+                plans.append(_Plan(intent, quote, position, self._next_client_order_id()))
+        with profile_span("order_placement"):
+            async with anyio.create_task_group() as orders:
+                for plan in plans:
+                    orders.start_soon(self._trade, plan, tally)
+        return CycleReport(
+            placed=tally.placed,
+            refused=tally.refused,
+            rejected=tally.rejected,
+            failed=tally.failed,
+            broker_errors=tally.broker_errors,
+            quoted_batch=tuple(s for s in self._symbols if s in batch),
+            quoted_fallback=tuple(s for s in self._symbols if s in fallback),
+            duration=time.perf_counter() - started,
+        )
 
     async def _read_positions(self, tally: _Tally) -> dict[str, Decimal] | None:
         try:

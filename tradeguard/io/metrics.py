@@ -12,7 +12,8 @@ runtimes in one process never mix their series. Three kinds of input feed it:
   periodically and `tradeguard.io.http_status.StatusServer` refreshes before each scrape;
 * callers: `count_refusal` for each refused decision, `record_sample` / `observe_phase` for
   profile spans (see `tradeguard.io.profiling`; ``with metrics.activate():`` routes the spans
-  of the current context here), `observe_event_cache` for the event store's cache.
+  of the current context here), `track_buffers` for the event store's write backlog and
+  the feed's ticker buffer (the `Engine` wires both).
 
 `attach_metrics` wires the first two into a running `Runtime`.
 
@@ -51,10 +52,10 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -74,7 +75,7 @@ from tradeguard.io.loop import LoopEvent
 from tradeguard.io.profiling import ProfileSample
 from tradeguard.io.runtime import Runtime
 
-__all__ = ["GLOBAL_SCOPE", "Metrics", "attach_metrics"]
+__all__ = ["GLOBAL_SCOPE", "BufferedTickers", "Metrics", "PendingWrites", "attach_metrics"]
 
 GLOBAL_SCOPE = "global"
 """The ``scope`` label of the global scope (a symbol's scope is the symbol)."""
@@ -88,6 +89,26 @@ _FETCH_POSITIONS = "fetch_positions"
 _EQUITY_COMPUTATION = "equity_computation"
 
 LabelValues = tuple[str, ...]
+
+
+class PendingWrites(Protocol):
+    """A write queue the metrics read (`tradeguard.io.store.EventStore`)."""
+
+    @property
+    def pending(self) -> int:
+        """Writes not yet on disk."""
+        ...
+
+
+class BufferedTickers(Protocol):
+    """A bounded ticker buffer the metrics read (`tradeguard.io.feed.FeedClient`)."""
+
+    queue_size: int
+
+    @property
+    def buffered(self) -> int:
+        """Tickers waiting for the consumer."""
+        ...
 
 
 @final
@@ -156,10 +177,17 @@ class Metrics:
             "equity_computation_seconds", "Time to read balances and compute equity.", "result"
         )
         self._memory = gauge("process_memory_mb", "Process resident memory (RSS) in MiB.")
-        self._cache_size = gauge("event_store_cache_size", "Events held in the memory cache.")
-        self._fill_ratio = gauge(
-            "deque_cache_fill_ratio", "Event cache fill ratio, 0.0 (empty) to 1.0 (full)."
+        self._cache_size = gauge(
+            "event_store_cache_size",
+            "Event-store writes waiting in memory for the store's thread (not yet on disk).",
         )
+        self._fill_ratio = gauge(
+            "deque_cache_fill_ratio",
+            "Fill of the fullest feed's ticker buffer, 0.0 (empty) to 1.0 (full: the oldest "
+            "tickers are being dropped).",
+        )
+        self._store: PendingWrites | None = None
+        self._feeds: tuple[BufferedTickers, ...] = ()
         self._transitions = counter(
             "transitions_total",
             "State changes of every machine (guards, breakers, feeds, modes, operator halts).",
@@ -287,6 +315,15 @@ class Metrics:
             result = sample.labels.get("result", "error" if sample.failed else "ok")
             histogram.labels(result).observe(seconds)
 
+    def track_buffers(
+        self, *, store: PendingWrites | None = None, feeds: Sequence[BufferedTickers] = ()
+    ) -> None:
+        """Read the two buffer gauges from these on every refresh: ``event_store_cache_size``
+        from the store's pending writes, ``deque_cache_fill_ratio`` from the fullest feed's
+        ticker buffer. The `Engine` does this for its store and feed."""
+        self._store = store
+        self._feeds = tuple(feeds)
+
     def observe_event_cache(self, size: int, capacity: int) -> None:
         """Set the event store's cache gauges: ``size`` events held, of at most ``capacity``.
 
@@ -312,6 +349,10 @@ class Metrics:
 
     def refresh(self, layer: ReliabilityLayer) -> None:
         """Set every machine gauge, and the memory gauge, from ``layer.status()`` now."""
+        if self._store is not None:
+            self._cache_size.set(self._store.pending)
+        if self._feeds:
+            self._fill_ratio.set(max(min(1.0, f.buffered / f.queue_size) for f in self._feeds))
         status = layer.status()
         now = layer.clock()
         guards: dict[LabelValues, float] = {}
@@ -323,7 +364,8 @@ class Metrics:
             modes[(symbol,)] = TradingMode[scope_status["effective_mode"]].value
         for scope, scope_status in scopes:
             for guard, view in scope_status["guards"].items():
-                _state_set(guards, (guard, scope), GuardState, view["state"])
+                states = _MARK_STATES if guard == "mark_staleness" else _GUARD_STATES
+                _state_set(guards, (guard, scope), states, view["state"])
                 until_lift[(guard, scope)] = _guard_until_lift(view)
             until_lift[("operator", scope)] = _halt_until_lift(scope_status["halt"], now)
         breakers: dict[LabelValues, float] = {}
@@ -382,10 +424,10 @@ class Metrics:
 async def attach_metrics(runtime: Runtime, metrics: Metrics, interval: float = 1.0) -> None:
     """Feed ``metrics`` from a running ``runtime``: count its transitions, refresh its gauges.
 
-    Registers ``metrics.on_effect`` and starts ``metrics.run`` as a task the runtime owns
-    (so it ends when the runtime closes); returns after the first refresh. Profile spans of
-    other tasks go to ``metrics`` only where it is active: start them inside
-    ``with metrics.activate():``.
+    Registers ``metrics.on_effect``, routes the runtime's profile spans here
+    (`Runtime.route_profiles`: its tasks, and the cycles of a `TradingLoop` over it, wherever
+    they are awaited), and starts ``metrics.run`` as a task the runtime owns (so it ends when
+    the runtime closes); returns after the first refresh.
 
     Raises:
         ValueError: a bad ``interval``.
@@ -393,6 +435,7 @@ async def attach_metrics(runtime: Runtime, metrics: Metrics, interval: float = 1
     """
     _require_interval(interval)  # before anything is registered
     runtime.on_effect(metrics.on_effect)
+    runtime.route_profiles(metrics)
     await runtime.start(metrics.run, runtime, interval)
 
 
@@ -401,6 +444,11 @@ def _require_interval(interval: object) -> None:
         raise ValueError(f"interval must be seconds > 0, got {interval!r}")
     if not (math.isfinite(interval) and interval > 0):
         raise ValueError(f"interval must be seconds > 0, got {interval!r}")
+
+
+# A guard's state set: NO_MARK is mark_staleness's alone (a symbol not marked yet).
+_GUARD_STATES = tuple(s for s in GuardState if s is not GuardState.NO_MARK)
+_MARK_STATES = tuple(GuardState)
 
 
 def _state_set(
@@ -421,7 +469,7 @@ def _guard_until_lift(view: Mapping[str, Any]) -> float:
 
 
 def _halt_until_lift(halt: Mapping[str, Any], now: float) -> float:
-    if halt["state"] != "HALTED":
+    if halt["state"] == "RUNNING":  # HALTED (paused) and REDUCED (reduce-only) both restrict
         return 0.0
     until = halt["until"]
     return math.inf if until is None else max(0.0, float(until) - now)

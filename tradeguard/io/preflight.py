@@ -10,11 +10,13 @@ reported as skipped, with why, instead of failing again for the same cause:
             └─ websocket
 
 Remote checks (everything but ``config``) run on the canary and prod profiles and are skipped on
-dev, unless ``COINBASE_PREFLIGHT_FORCE_REMOTE=1`` (which wins) or
-``COINBASE_PREFLIGHT_SKIP_REMOTE=1`` says otherwise. ``--warn-only`` (or
-``GPT_TRADER_PREFLIGHT_WARN_ONLY=1``) downgrades every error to a warning: the run exits 0 and
-says loudly that it was diagnostic only. The API-health check reads the preflight's own layer,
-which observed every call the other checks made.
+dev, unless ``COINBASE_PREFLIGHT_FORCE_REMOTE`` (which wins) or ``COINBASE_PREFLIGHT_SKIP_REMOTE``
+says otherwise. ``--warn-only`` (or ``GPT_TRADER_PREFLIGHT_WARN_ONLY``) downgrades every error to
+a warning: the run exits 0, says loudly that it was diagnostic only, and still says NOT READY
+when a check failed. These three knobs are read through `Settings` like every other (flags take
+1/true/yes/on), even when another knob is bad: the ``config`` check then reports that one.
+The API-health check reads the preflight's own layer, which observed every call the other
+checks made.
 
 A report also sets the starting mode (`PreflightReport.apply`): a symbol whose market data
 failed starts with its mark-staleness guard TRIPPED (REDUCE_ONLY, or PAUSED per
@@ -30,7 +32,7 @@ import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, final
@@ -95,16 +97,19 @@ class PreflightReport:
     failed_symbols: tuple[str, ...] = ()
     api_health_failed: bool = False
     targets: dict[str, Any] = field(default_factory=dict)
+    embedded: bool = False  # checked the embedded exchange, not a venue
 
     @property
     def ready(self) -> bool:
-        """No check failed (warnings and skips do not count)."""
-        return not any(c.status == "error" for c in self.checks)
+        """No check failed. Skips do not count; under ``warn_only`` a warning is a failed
+        check downgraded, so it does count: a diagnostic run never reports a failure as ready."""
+        failed = ("error", "warning") if self.warn_only else ("error",)
+        return not any(c.status in failed for c in self.checks)
 
     @property
     def exit_code(self) -> int:
-        """0 ready (or diagnostic only), 1 not ready."""
-        return 0 if self.ready else 1
+        """0 ready or diagnostic only (``warn_only``), 1 not ready."""
+        return 0 if self.ready or self.warn_only else 1
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form, as written to the report file."""
@@ -250,16 +255,38 @@ REMOTE_CHECKS: tuple[tuple[str, tuple[str, ...], Check], ...] = (
 )
 
 
-def remote_enabled(profile: str, environ: Mapping[str, str]) -> tuple[bool, str]:
+# The preflight's own knobs: read alone when another knob is bad, so they still apply.
+_PREFLIGHT_KNOBS = (
+    "GPT_TRADER_PREFLIGHT_WARN_ONLY",
+    "COINBASE_PREFLIGHT_SKIP_REMOTE",
+    "COINBASE_PREFLIGHT_FORCE_REMOTE",
+)
+
+
+def preflight_settings(environ: Mapping[str, str]) -> tuple[Settings, ConfigError | None]:
+    """Read the knobs through `Settings`; on a bad knob, the preflight's own knobs alone.
+
+    Returns:
+        The settings and ``None``; or, when ``environ`` has a bad knob, settings holding only
+        the preflight knobs (each at its default if it is the bad one) and the error, which the
+        ``config`` check reports.
+    """
+    try:
+        return Settings.from_env(environ), None
+    except ConfigError as err:
+        own = {name: environ[name] for name in _PREFLIGHT_KNOBS if name in environ}
+        try:
+            return Settings.from_env(own), err
+        except ConfigError:
+            return Settings(), err
+
+
+def remote_enabled(profile: str, settings: Settings) -> tuple[bool, str]:
     """Whether remote checks run, and why (force wins over skip; dev skips by default)."""
-
-    def flag(name: str) -> bool:
-        return environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-    if flag("COINBASE_PREFLIGHT_FORCE_REMOTE"):
-        return True, "forced by COINBASE_PREFLIGHT_FORCE_REMOTE=1"
-    if flag("COINBASE_PREFLIGHT_SKIP_REMOTE"):
-        return False, "skipped by COINBASE_PREFLIGHT_SKIP_REMOTE=1"
+    if settings.coinbase_preflight_force_remote:
+        return True, "forced by COINBASE_PREFLIGHT_FORCE_REMOTE"
+    if settings.coinbase_preflight_skip_remote:
+        return False, "skipped by COINBASE_PREFLIGHT_SKIP_REMOTE"
     if profile == "dev":
         return False, "skipped on the dev profile (COINBASE_PREFLIGHT_FORCE_REMOTE=1 runs them)"
     return True, f"on for the {profile} profile"
@@ -292,16 +319,15 @@ async def run_preflight(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     started_at = datetime.now(UTC).isoformat()
-    warn_only = warn_only or environ.get("GPT_TRADER_PREFLIGHT_WARN_ONLY", "").strip() == "1"
-    remote, why = remote_enabled(profile, environ)
+    begun = time.monotonic()
+    read, bad = preflight_settings(environ)
+    warn_only = warn_only or read.preflight_warn_only
+    remote, why = remote_enabled(profile, read)
     results: list[CheckResult] = []
     failed: set[str] = set()
-    begun = time.monotonic()
-    try:
-        settings = Settings.from_env(environ)
-    except ConfigError as err:
-        settings = None
-        results.append(_result("config", begun, "error", str(err), "fix the variables listed"))
+    settings: Settings | None = read if bad is None else None
+    if bad is not None:
+        results.append(_result("config", begun, "error", str(bad), "fix the variables listed"))
         failed.add("config")
     else:
         if remote and exchange is None and not (targets.api_key and targets.api_secret):
@@ -382,8 +408,17 @@ def _coinbase_client(targets: PreflightTargets, timeout: float) -> Any:
 def render(report: PreflightReport) -> str:
     """The readable summary: one line per check, hints under failures, the verdict last."""
     marks = {"ok": " OK ", "warning": "WARN", "error": "FAIL", "skipped": "SKIP"}
-    lines = [f"tradeguard preflight: profile {report.profile}, remote checks "
-             f"{'on' if report.remote else 'off'}"]  # fmt: skip
+    rest_url = report.targets.get("rest_url", "")
+    where = (
+        f"the embedded exchange (tradeguard's Coinbase simulator at {rest_url})"
+        if report.embedded
+        else rest_url or "no venue"
+    )
+    lines = [
+        f"tradeguard preflight: profile {report.profile}, remote checks "
+        f"{'on' if report.remote else 'off'}",
+        f"checked: {where}",
+    ]
     for check in report.checks:
         lines.append(
             f"  [{marks[check.status]}] {check.name:<17} {check.duration:7.3f} s  {check.detail}"
@@ -395,7 +430,12 @@ def render(report: PreflightReport) -> str:
             "DIAGNOSTIC ONLY (--warn-only): errors were downgraded to warnings; this run does "
             "not mean the system is ready"
         )
-    lines.append("READY" if report.ready else "NOT READY")
+    if report.ready:
+        lines.append("READY")
+    elif report.warn_only:
+        lines.append("NOT READY (diagnostic only: exit status 0 under --warn-only)")
+    else:
+        lines.append("NOT READY")
     return "\n".join(lines)
 
 
@@ -440,6 +480,7 @@ async def run_against_embedded(
     ):
         key = rest.credentials
         targets = PreflightTargets(rest.url, feed.url, tuple(symbols), key.api_key, key.api_secret)
-        return await run_preflight(
+        report = await run_preflight(
             profile=profile, environ=environ, targets=targets, warn_only=warn_only, timeout=2.0
         )
+    return replace(report, embedded=True)

@@ -6,8 +6,11 @@ finished sample is then handed to the *active sink*: the `tradeguard.io.metrics.
 active with ``with metrics.activate():`` in the current context. There is no global registry
 (DESIGN §4): the active sink lives in a `contextvars.ContextVar`, so each runtime's tasks
 record into their own metrics, and a task inherits the sink that was active where it was
-started (anyio copies the starting task's context). A span outside any active sink only
-measures: its sample has a duration and goes nowhere.
+started (anyio copies the starting task's context). A runtime can own a sink
+(`tradeguard.io.Runtime.route_profiles`, which `attach_metrics` and the `Engine` call): its
+tasks and its trading loop's cycles then record there wherever they are awaited, so spans under
+a runtime with metrics are never dropped. A span outside any active sink only measures: its
+sample has a duration and goes nowhere.
 
 ``record_profile`` hands over a duration measured by other means, the same way.
 

@@ -21,14 +21,14 @@ import inspect
 import logging
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any, Protocol, Self, final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from tradeguard.fsm import ReliabilityLayer
+from tradeguard.fsm import ReliabilityLayer, TradingMode
 from tradeguard.fsm.effects import (
     Alert,
     CancelOpenOrders,
@@ -41,6 +41,7 @@ from tradeguard.fsm.effects import (
     Transitioned,
 )
 from tradeguard.fsm.events import Observation
+from tradeguard.io import profiling
 from tradeguard.io.broker import BOT_PREFIX, Broker, BrokerError
 
 __all__ = [
@@ -123,6 +124,11 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._task_group: TaskGroup | None = None
         self._timer_scope = anyio.CancelScope()
         self._closed = False
+        self._profile_sink: profiling.ProfileSink | None = None
+        # Effects queued and run so far: an operator call waits until its own have run.
+        self._queued = 0
+        self._executed = 0
+        self._progress = anyio.Event()
         # A broker that reports its calls needs the runtime it reports to: a factory gets the
         # finished runtime here, so nothing is patched onto it after construction.
         self.broker: Broker | None = (
@@ -156,6 +162,12 @@ class Runtime(anyio.AsyncContextManagerMixin):
             for subscriber in self._subscribers:
                 subscriber.close()  # subscribers' iterations end
 
+    @property
+    def closed(self) -> bool:
+        """True once the block was left: nothing can be observed any more (effects queued
+        before may still be running, such as a cancel whose calls then go unreported)."""
+        return self._closed
+
     # ------------------------------------------------------------------ inputs
 
     def observe(self, observation: Observation) -> list[Effect]:
@@ -178,20 +190,45 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._require_open()
         self._publish([alert])
 
-    def halt(self, reason: str, symbol: str | None = None, ttl: float | None = None) -> None:
-        """Operator halt (see `ReliabilityLayer.halt`); its effects run like any other."""
-        self._require_open()
-        self._publish(self.layer.halt(reason, symbol, ttl))
+    # Operator calls are async, like `start`: each returns once its effects have run (the
+    # cancels of a halt sent, its records published), so an operator script can go on knowing
+    # the restriction is in force and acted on.
 
-    def resume(self, symbol: str | None = None) -> None:
-        """Lift an operator halt (see `ReliabilityLayer.resume`)."""
-        self._require_open()
-        self._publish(self.layer.resume(symbol))
+    async def halt(
+        self,
+        reason: str,
+        symbol: str | None = None,
+        ttl: float | None = None,
+        mode: TradingMode = TradingMode.PAUSED,
+    ) -> list[Effect]:
+        """Operator halt (see `ReliabilityLayer.halt`; ``mode=TradingMode.REDUCE_ONLY`` for a
+        reduce-only halt); returns its effects once they ran.
 
-    def reset(self, guard: str, symbol: str | None = None) -> None:
-        """Operator reset of a guard (see `ReliabilityLayer.reset`)."""
+        Raises:
+            InvalidObservation: bad arguments (nothing changed).
+            RuntimeError: the runtime is closed.
+        """
         self._require_open()
-        self._publish(self.layer.reset(guard, symbol))
+        return await self._run_now(self.layer.halt(reason, symbol, ttl, mode))
+
+    async def resume(self, symbol: str | None = None) -> list[Effect]:
+        """Lift an operator halt (see `ReliabilityLayer.resume`); returns its effects once
+        they ran."""
+        self._require_open()
+        return await self._run_now(self.layer.resume(symbol))
+
+    async def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
+        """Operator reset of a guard (see `ReliabilityLayer.reset`); returns its effects once
+        they ran."""
+        self._require_open()
+        return await self._run_now(self.layer.reset(guard, symbol))
+
+    async def _run_now(self, effects: list[Effect]) -> list[Effect]:
+        self._publish(effects)
+        target = self._queued
+        while self._executed < target:
+            await self._progress.wait()
+        return effects
 
     def clock_moved(self) -> None:
         """The layer's clock jumped (a `ManualClock` advanced in a test): re-check deadlines now.
@@ -212,6 +249,7 @@ class Runtime(anyio.AsyncContextManagerMixin):
             raise RuntimeError(f"Runtime is closed; these effects cannot run: {effects!r}")
         for effect in effects:
             self._send.send_nowait(effect)
+        self._queued += len(effects)
         deadline = self.layer.next_deadline()
         if deadline is not None and deadline < self._sleeping_until:
             self._wake.set()
@@ -219,10 +257,35 @@ class Runtime(anyio.AsyncContextManagerMixin):
     # ------------------------------------------------------------------ wiring
 
     async def start(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-        """Start ``fn`` as a task the runtime owns; returns what it passes to ``started()``."""
+        """Start ``fn`` as a task the runtime owns; returns what it passes to ``started()``.
+
+        The task's profile spans go to the runtime's profile sink (see `route_profiles`),
+        wherever ``start`` was called from.
+        """
         if self._task_group is None:
             raise RuntimeError("Runtime is not running: use `async with Runtime(layer)`")
-        return await self._task_group.start(fn, *args)
+        with self.profiled():  # the task copies this context when it starts
+            return await self._task_group.start(fn, *args)
+
+    @property
+    def profile_sink(self) -> profiling.ProfileSink | None:
+        """Where the profile spans of work under this runtime go (see `route_profiles`)."""
+        return self._profile_sink
+
+    def route_profiles(self, sink: profiling.ProfileSink | None) -> None:
+        """Record the profile spans of work under this runtime into ``sink`` (``None``: stop).
+
+        Work under the runtime: tasks started with `start` from now on, and every cycle and
+        health check of a `tradeguard.io.TradingLoop` over it, whoever awaits them.
+        `tradeguard.io.attach_metrics` (and so the `Engine`) routes them to its metrics.
+        """
+        self._profile_sink = sink
+
+    def profiled(self) -> AbstractContextManager[None]:
+        """A block whose profile spans go to the runtime's profile sink, when it has one
+        (it then wins over a sink active around the block); else the block changes nothing."""
+        sink = self._profile_sink
+        return nullcontext() if sink is None else profiling.activate(sink)
 
     def on_effect(self, callback: EffectCallback) -> None:
         """Call ``callback`` (sync or async) with every effect, in order."""
@@ -284,6 +347,9 @@ class Runtime(anyio.AsyncContextManagerMixin):
                         await result
                 if isinstance(effect, Transitioned | ModeChanged):
                     self._notify(effect)
+                self._executed += 1
+                self._progress.set()
+                self._progress = anyio.Event()
 
     async def _perform(self, effect: Effect) -> None:
         match effect:

@@ -259,6 +259,11 @@ class EventStore(anyio.AsyncContextManagerMixin):
 
     # ------------------------------------------------------------------ API
 
+    @property
+    def pending(self) -> int:
+        """Writes waiting in memory for the store's thread, not yet on disk (a backlog)."""
+        return len(self._queue)
+
     async def append(
         self,
         kind: str,

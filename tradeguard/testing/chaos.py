@@ -29,8 +29,9 @@ Where this does better than the original (each has a test named for it):
 - Async methods stay async (coroutine functions, so `TradingLoop` awaits them) and await the
   delay; sync methods stay sync.
 - With ``observe`` (say ``runtime.observe``), the chaos broker reports each call the way
-  `tradeguard.io.CcxtBroker` does (`ApiCall`, and `RateLimitUsage` on a 429), so
-  injected faults reach the layer even when the wrapped broker does no I/O.
+  `tradeguard.io.CcxtBroker` does (`ApiCall`, then `RateLimitUsage`: 1.0 on a 429, the
+  ``answer_usage`` on an answer, as a venue's headers would), so injected faults reach the
+  layer even when the wrapped broker does no I/O, and a rate-limit burst ends when it ends.
 
 Presets return a fresh plan per call and say which guard they trip. The websocket helpers at
 the end act on the embedded exchange's feed server instead: they are not broker plans.
@@ -106,7 +107,8 @@ BROKER_METHODS: tuple[str, ...] = tuple(_CATEGORIES)
 
 Their breaker categories: ``list_balances``/``list_positions`` → ``accounts``;
 ``list_orders``/``place_order``/``cancel_orders``/``preview_order`` → ``orders``;
-``get_best_bid_ask``/``get_ticker``/``get_product`` → ``market``; any other method → ``other``.
+``get_best_bid_ask``/``get_ticker``/``get_product`` → ``market``; any other method → ``market``
+(all within the default ``GPT_TRADER_API_CATEGORIES``).
 """
 
 
@@ -302,21 +304,25 @@ def fault_once(**outcome: Any) -> FaultAction:
     return _helper_action("fault_once", {"after_calls": 0, "times": 1}, outcome)
 
 
-def fault_after(n: int, **outcome: Any) -> FaultAction:
-    """Let the first ``n`` calls through, then fault EVERY later call.
+def fault_after(n: int, *, times: int | None = None, **outcome: Any) -> FaultAction:
+    """Let the first ``n`` calls through, then fault EVERY later call, or ``times`` of them.
 
     ``fault_after(2, raise_exc=TimeoutError)``: calls 1 and 2 succeed, 3, 4, ... raise. (The
     original faulted ON call ``n`` itself: its ``fault_after(2)`` failed call 2.)
+    ``fault_after(2, raise_exc=TimeoutError, times=3)``, the original's signature: calls 3, 4
+    and 5 raise, later calls go through.
 
     Args:
         n: calls let through first (>= 0).
+        times: faults to inject (>= 1); ``None`` (the default) keeps faulting. (The original
+            defaulted to one fault.)
         **outcome: the other `FaultAction` fields.
 
     Raises:
-        ValueError: a bad ``n`` or field, or ``after_calls``/``times`` given.
+        ValueError: a bad ``n``, ``times`` or field, or ``after_calls`` given.
     """
     # Unlike the original (which faulted on call n): n calls through, then every call faults.
-    return _helper_action("fault_after", {"after_calls": n, "times": None}, outcome)
+    return _helper_action("fault_after", {"after_calls": n, "times": times}, outcome)
 
 
 def fault_always(**outcome: Any) -> FaultAction:
@@ -341,25 +347,31 @@ def fault_randomly(p: float, *, seed: int, **outcome: Any) -> FaultAction:
     return _helper_action("fault_randomly", fixed, outcome)
 
 
+SequenceOutcome = BaseException | type[BaseException] | FaultAction | None
+
+
 def fault_sequence(
-    *outcomes: BaseException | type[BaseException] | FaultAction | None,
+    *outcomes: SequenceOutcome | list[SequenceOutcome] | tuple[SequenceOutcome, ...],
 ) -> list[FaultAction]:
     """One outcome per call, in order; calls after the sequence go through.
 
     ``fault_sequence(TimeoutError, None, BrokerError("orders", 503, "busy"))``: call 1 raises a
     `TimeoutError`, call 2 goes through, call 3 raises a copy of the `BrokerError`, call 4 and
-    later go through. Add the returned list with `FaultPlan.add`.
+    later go through. Add the returned list with `FaultPlan.add`. The original's form, one
+    list (or tuple) of outcomes, is accepted too: ``fault_sequence([TimeoutError, None])``.
 
     Args:
         *outcomes: per call, an exception class or instance to raise, a `FaultAction` (its
             outcome and delay are used for exactly that call, so it must keep the defaults
             ``after_calls=0``, ``times=1``, no predicate and ``probability=1``), or ``None``
-            to let the call through.
+            to let the call through; or a single list or tuple of them.
 
     Raises:
-        ValueError: an outcome of another type, or a `FaultAction` that could not apply to
-            exactly its one call.
+        ValueError: an outcome of another type (a list among several outcomes included), or
+            a `FaultAction` that could not apply to exactly its one call.
     """
+    if len(outcomes) == 1 and isinstance(outcomes[0], list | tuple):
+        outcomes = tuple(outcomes[0])  # the original's signature: one list of outcomes
     actions = []
     for index, outcome in enumerate(outcomes):
         if outcome is None:
@@ -578,7 +590,9 @@ class ChaosBroker:
     `BrokerError` is reported as ``ApiCall(category, ok=False, status)``, a `TimeoutError` or
     `OSError` as ``ApiCall(category, ok=False, None)``; a 429 adds ``RateLimitUsage(1.0)``.
     Answers (passed through, transformed or canned) are reported as ``ApiCall(category,
-    ok=True, status=200)`` only with ``report_passthrough``; the protocol's methods not in the
+    ok=True, status=200)`` plus ``RateLimitUsage(answer_usage)`` (a venue's headers on every
+    response; a fresh low reading clears a burst's) only with ``report_passthrough``; the
+    protocol's methods not in the
     plan are then reported too. Other exceptions are bugs, not venue faults: not reported.
     Categories: see `BROKER_METHODS`. A sync method called in a worker thread reports through
     the event loop (`anyio.from_thread.run_sync`).
@@ -592,6 +606,8 @@ class ChaosBroker:
         observe: where to report calls, e.g. ``runtime.observe``; ``None`` reports nothing.
         report_passthrough: report answers and real failures too. Set it False when wrapping
             `CcxtBroker`, which reports its own calls: only the injected faults are reported.
+        answer_usage: the rate-limit usage (0..1) each reported answer carries; ``None``
+            reports none (a venue that sends no rate-limit headers).
 
     Raises:
         ValueError: the plan names a method ``wrapped`` does not have (the message lists its
@@ -606,6 +622,7 @@ class ChaosBroker:
         sleep_func: SleepFunc | None = None,
         observe: ObserveFunc | None = None,
         report_passthrough: bool = True,
+        answer_usage: float | None = 0.0,
     ) -> None:
         if not isinstance(plan, FaultPlan):
             raise ValueError(f"ChaosBroker plan must be a FaultPlan, got {plan!r}")
@@ -613,6 +630,12 @@ class ChaosBroker:
             raise ValueError(f"ChaosBroker sleep_func must be callable, got {sleep_func!r}")
         if observe is not None and not callable(observe):
             raise ValueError(f"ChaosBroker observe must be callable, got {observe!r}")
+        if answer_usage is not None and (
+            isinstance(answer_usage, bool)
+            or not isinstance(answer_usage, int | float)
+            or not 0.0 <= answer_usage <= 1.0  # NaN fails both
+        ):
+            raise ValueError(f"ChaosBroker answer_usage must be 0..1 or None, got {answer_usage!r}")
         # Unlike the original, which silently injected nothing into a method the broker lacks.
         missing = [m for m in plan.methods if not callable(getattr(wrapped, m, None))]
         if missing:
@@ -626,6 +649,7 @@ class ChaosBroker:
         self._sleep_func = sleep_func
         self._observe = observe
         self._report_passthrough = report_passthrough
+        self._answer_usage = answer_usage
         wrap = set(plan.methods)
         if observe is not None and report_passthrough:
             wrap.update(m for m in BROKER_METHODS if callable(getattr(wrapped, m, None)))
@@ -662,7 +686,9 @@ class ChaosBroker:
 
     def _proxy(self, name: str, *, planned: bool) -> Callable[..., Any]:
         original = getattr(self._wrapped, name)
-        category = _CATEGORIES.get(name, "other")
+        # Any other method is filed under "market": categories are a configured set
+        # (GPT_TRADER_API_CATEGORIES), and an unknown one would be refused by the layer.
+        category = _CATEGORIES.get(name, "market")
         begin = functools.partial(self._plan._begin, name) if planned else None
         if inspect.iscoroutinefunction(original):
             deliver = self._deliver_here
@@ -752,6 +778,8 @@ class ChaosBroker:
     def _report_answer(self, category: str, deliver: ObserveFunc) -> None:
         if self._observe is not None and self._report_passthrough:
             deliver(ApiCall(category, True, 200))
+            if self._answer_usage is not None:
+                deliver(RateLimitUsage(self._answer_usage))
 
     def _deliver_here(self, observation: Observation) -> object:
         """Report from an async method: it runs on the event loop."""
