@@ -9,21 +9,19 @@ the mode that followed, what was cancelled, and the recovery exactly when the co
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+from rigs import EngineRig, engine_rig
 
-from tradeguard import GuardState, OrderIntent, ReliabilityLayer, Settings, Side, TradingMode
-from tradeguard.fsm.effects import Alert, CancelOpenOrders, CancelOrders, Effect, Transitioned
-from tradeguard.io import FeedClient, Runtime, TradingLoop
-from tradeguard.io.broker import Quote
-from tradeguard.io.engine import Engine
+from tradeguard import GuardState, Settings, TradingMode
+from tradeguard.fsm.effects import CancelOpenOrders, CancelOrders
+from tradeguard.io import FeedClient, Runtime
 from tradeguard.io.exchange import ExchangeFeedServer
 from tradeguard.testing import (
     ChaosBroker,
@@ -50,26 +48,11 @@ BTC, ETH = "BTC-USD", "ETH-USD"
 CYCLE = 1.0  # virtual seconds between trading cycles
 
 
-class Buyer:
-    """A small opening order on every symbol, every cycle: each one asks the layer."""
-
-    def propose(self, symbol: str, quote: Quote, position: Decimal | None) -> OrderIntent:
-        return OrderIntent(symbol, Side.BUY, Decimal("0.01"))
-
-
-@dataclass
-class Rig:
+@dataclass(kw_only=True)
+class Rig(EngineRig):
     clock: ManualClock
-    layer: ReliabilityLayer
-    runtime: Runtime
     broker: DeterministicBroker
     plan: FaultPlan
-    loop: TradingLoop
-    effects: list[Effect] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-
-    def state(self, guard: str, symbol: str | None = None) -> GuardState:
-        return self.layer.guard(guard, symbol).state
 
     async def cycle(self) -> None:
         """One trading cycle, then one virtual second; the venue's prices move."""
@@ -86,14 +69,6 @@ class Rig:
             await self.cycle()
         raise AssertionError(f"not done after {limit} cycles ({self.clock() - start:g} s)")
 
-    def moves(self, machine: str, scope: str | None = None) -> list[tuple[str, str, float]]:
-        """(dest, trigger, at) of every transition of one machine so far."""
-        return [
-            (e.dest, e.trigger, e.at)
-            for e in self.effects
-            if isinstance(e, Transitioned) and e.machine == machine and e.scope == scope
-        ]
-
     def cooldown(self, machine: str, scope: str | None = None) -> float:
         """Virtual seconds between the last entry into COOLDOWN and the expiry after it."""
         moves = self.moves(machine, scope)
@@ -106,9 +81,7 @@ class Rig:
 async def engine(
     plan: FaultPlan, *, answer_usage: float | None = 0.05, **knobs: Any
 ) -> AsyncIterator[Rig]:
-    clock = ManualClock()
     broker = DeterministicBroker((BTC, ETH), seed=1)
-    alerts: list[Alert] = []
 
     def chaos_broker(runtime: Runtime) -> ChaosBroker:
         # The runtime's cancels meet the same chaos as the loop.
@@ -124,18 +97,13 @@ async def engine(
     # methods stay planned, so the chaos broker wraps them), warm up, then put them back.
     held = {method: plan.actions(method) for method in plan.methods}
     plan.clear()
-    async with Engine(
+    async with engine_rig(
+        partial(Rig, broker=broker, plan=plan),
         Settings(**knobs),
-        broker=chaos_broker,
-        symbols=(BTC, ETH),
-        clock=clock,
-        wall_clock=clock.wall,
-        rng=random.Random(0),
-        alert_sinks=(alerts.append,),
-    ) as assembled:
-        loop = assembled.trading_loop(strategy=Buyer())
-        rig = Rig(clock, assembled.layer, assembled.runtime, broker, plan, loop, alerts=alerts)
-        assembled.runtime.on_effect(rig.effects.append)
+        chaos_broker,
+        (BTC, ETH),
+        clock=ManualClock(),
+    ) as rig:
         await rig.cycle_until(lambda: rig.layer.mode(BTC) is TradingMode.ALLOW)
         for method, actions in held.items():
             plan.add(method, actions)

@@ -10,21 +10,19 @@ exchange, and the recovery after a short configured cooldown.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import anyio
 import ccxt.async_support as ccxt
 import pytest
+from rigs import EngineRig, engine_rig
 
-from tradeguard import GuardState, OrderIntent, ReliabilityLayer, Settings, Side, TradingMode
-from tradeguard.fsm.effects import Alert
-from tradeguard.io import TradingLoop
-from tradeguard.io.broker import Broker, OrderRequest, OrderStatus, Quote
-from tradeguard.io.engine import Engine
+from tradeguard import GuardState, Settings, Side, TradingMode
+from tradeguard.io.broker import Broker, OrderRequest, OrderStatus
 from tradeguard.io.exchange import ExchangeFeedServer, ExchangeRestServer, Market, Venue
 
 pytestmark = pytest.mark.anyio
@@ -51,35 +49,18 @@ SHORT = {
 }
 
 
-class Buyer:
-    """Opens a small long on every symbol, every cycle: each order asks the layer."""
-
-    def propose(self, symbol: str, quote: Quote, position: Decimal | None) -> OrderIntent:
-        return OrderIntent(symbol, Side.BUY, Decimal("0.01"))
-
-
-@dataclass
-class Rig:
-    layer: ReliabilityLayer
+@dataclass(kw_only=True)
+class Rig(EngineRig):
     venue: Venue
     rest: ExchangeRestServer
     feed: ExchangeFeedServer
-    broker: Broker
-    loop: TradingLoop
-    alerts: list[Alert]
 
-    def state(self, guard: str, symbol: str | None = None) -> GuardState:
-        return self.layer.guard(guard, symbol).state
+    @property
+    def broker(self) -> Broker:
+        return self.engine.broker
 
     def orders_at_venue(self, symbol: str) -> int:
         return sum(1 for o in self.venue.orders.values() if o.symbol == symbol)
-
-    async def cycle_until(self, done: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Run trading cycles until ``done()``; fail after ``timeout`` seconds."""
-        with anyio.fail_after(timeout):
-            while not done():
-                await self.loop.run_cycle()
-                await anyio.sleep(0.01)
 
     async def rest_order(self, symbol: str) -> str:
         """A bot-owned limit order resting far below the market."""
@@ -108,20 +89,16 @@ async def exchange(**knobs: Any) -> AsyncIterator[Rig]:
             }
         )
         client.urls["api"] = {"rest": rest.url}
-        alerts: list[Alert] = []
         try:
-            async with Engine(
+            async with engine_rig(
+                partial(Rig, venue=venue, rest=rest, feed=feed_server),
                 settings,
-                broker=client,
-                symbols=[BTC, ETH],
+                client,
+                [BTC, ETH],
                 feed_url=feed_server.url,
-                rng=random.Random(0),
-                alert_sinks=(alerts.append,),
                 feed_options={"close_timeout": 0.2},
-            ) as engine:
-                loop = engine.trading_loop(strategy=Buyer())
-                rig = Rig(engine.layer, venue, rest, feed_server, engine.broker, loop, alerts)
-                await rig.cycle_until(lambda: engine.layer.mode(BTC) is TradingMode.ALLOW)
+            ) as rig:
+                await rig.cycle_until(lambda: rig.layer.mode(BTC) is TradingMode.ALLOW)
                 yield rig
         finally:
             await client.close()

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from tradeguard._live_demo import demo_settings
-from tradeguard._replay import run_replay
 from tradeguard.cli import main
+from tradeguard.cli.demo import demo_settings
+from tradeguard.cli.replay import run_replay
 
 ROWS = [
     "api_health",

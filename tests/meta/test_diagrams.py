@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tradeguard._diagrams import readme_section, write_diagrams
+from tradeguard.cli.diagrams import readme_section, write_diagrams
 from tradeguard.fsm._machines import DEFINITIONS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ FORBIDDEN = ("tradeguard.io", "asyncio", "anyio", "socket", "aiohttp", "websocke
 PACKAGE = Path(__file__).resolve().parents[2] / "tradeguard"
 
 
-# `tradeguard.testing` may load the shell: it re-exports `DeterministicBroker` (tradeguard.io).
+# `tradeguard.testing` may load the shell when asked for `DeterministicBroker` (tradeguard.io).
 @pytest.mark.parametrize("module", ["tradeguard", "tradeguard.fsm"])
 def test_importing_the_core_loads_no_io(module: str) -> None:
     probe = (
@@ -25,6 +25,32 @@ def test_importing_the_core_loads_no_io(module: str) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"{module} loaded {result.stdout.strip()}"
+
+
+HEAVY = ("aiohttp", "websockets", "prometheus_client", "ccxt")
+
+
+# issue 12: the shell's and the test kit's packages load each name lazily, so a value module or
+# the manual clock does not drag the network stack and the metrics client in with it.
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import tradeguard.fsm",
+        "import tradeguard",
+        "from tradeguard.testing import ManualClock",
+        "import tradeguard.io.broker",
+    ],
+)
+def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
+    probe = (
+        f"import sys\n{statement}\n"
+        f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"{statement!r} loaded {result.stdout.strip()}"
 
 
 def _imports_and_calls(source: Path) -> tuple[set[str], set[str]]:

@@ -315,103 +315,81 @@ def test_a_valid_small_definition_loads_and_runs() -> None:
     assert model.state is Small.B
 
 
-def test_an_unreachable_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: unreachable from A: \['C'\]"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Small.B),
-                Spec("back", (Small.B,), Small.A),
-                Spec("leave", (Small.C,), Small.A),
-            ),
-        )
+_GO_AND_BACK = (Spec("go", (Small.A,), Small.B), Spec("back", (Small.B,), Small.A))
 
 
-def test_a_trap_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: C is a trap"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Small.B),
-                Spec("back", (Small.B,), Small.A),
-                Spec("fall", (Small.B,), Small.C),
-            ),
-        )
-
-
-def test_a_state_whose_only_exit_loops_back_to_itself_is_a_trap() -> None:
-    with pytest.raises(ValueError, match=r"small: C is a trap"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Small.B),
-                Spec("back", (Small.B,), Small.A),
-                Spec("fall", (Small.B,), Small.C),
-                Spec("spin", (Small.C,), Small.C),
-            ),
-        )
-
-
-def test_a_terminal_state_with_a_way_out_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: terminal state C has transitions out"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Small.B),
-                Spec("back", (Small.B,), Small.A),
-                Spec("end", (Small.B,), Small.C),
-                Spec("again", (Small.C,), Small.A),
-            ),
-            terminal=frozenset({Small.C}),
-        )
-
-
-def test_a_transition_naming_an_unknown_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: 'go' names unknown state <Other.Z: 'Z'>"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Other.Z),
-                Spec("back", (Small.B,), Small.A),
-            ),
-        )
-
-
-def test_a_transition_into_an_unused_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: 'go' names unknown state <Small.C: 'C'>"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(
-                Spec("go", (Small.A,), Small.B),
-                Spec("go", (Small.B,), Small.C),
-                Spec("back", (Small.B,), Small.A),
-            ),
-            unused=frozenset({Small.C}),
-        )
-
-
-def test_a_start_state_that_is_not_a_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: start state <Other.Z: 'Z'> is not a state"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Small.A,
-            transitions=(Spec("go", (Small.A,), Small.B), Spec("back", (Small.B,), Small.A)),
-            unused=frozenset({Small.C}),
-            other_starts=((Other.Z, "never"),),
-        )
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        pytest.param(
+            {"transitions": (*_GO_AND_BACK, Spec("leave", (Small.C,), Small.A))},
+            r"small: unreachable from A: \['C'\]",
+            id="an_unreachable_state",
+        ),
+        pytest.param(
+            {"transitions": (*_GO_AND_BACK, Spec("fall", (Small.B,), Small.C))},
+            r"small: C is a trap",
+            id="a_trap_state",
+        ),
+        pytest.param(
+            {
+                "transitions": (
+                    *_GO_AND_BACK,
+                    Spec("fall", (Small.B,), Small.C),
+                    Spec("spin", (Small.C,), Small.C),
+                )
+            },
+            r"small: C is a trap",
+            id="a_state_whose_only_exit_loops_back_to_itself_is_a_trap",
+        ),
+        pytest.param(
+            {
+                "transitions": (
+                    *_GO_AND_BACK,
+                    Spec("end", (Small.B,), Small.C),
+                    Spec("again", (Small.C,), Small.A),
+                ),
+                "terminal": frozenset({Small.C}),
+            },
+            r"small: terminal state C has transitions out",
+            id="a_terminal_state_with_a_way_out",
+        ),
+        pytest.param(
+            {"transitions": (Spec("go", (Small.A,), Other.Z), Spec("back", (Small.B,), Small.A))},
+            r"small: 'go' names unknown state <Other.Z: 'Z'>",
+            id="a_transition_naming_an_unknown_state",
+        ),
+        pytest.param(
+            {
+                "transitions": (
+                    Spec("go", (Small.A,), Small.B),
+                    Spec("go", (Small.B,), Small.C),
+                    Spec("back", (Small.B,), Small.A),
+                ),
+                "unused": frozenset({Small.C}),
+            },
+            r"small: 'go' names unknown state <Small.C: 'C'>",
+            id="a_transition_into_an_unused_state",
+        ),
+        pytest.param(
+            {
+                "transitions": _GO_AND_BACK,
+                "unused": frozenset({Small.C}),
+                "other_starts": ((Other.Z, "never"),),
+            },
+            r"small: start state <Other.Z: 'Z'> is not a state",
+            id="a_start_state_that_is_not_a_state",
+        ),
+        pytest.param(
+            {"initial": Other.Z, "transitions": (Spec("go", (Small.A,), Small.B),)},
+            r"small: initial state <Other.Z: 'Z'> is not a state",
+            id="an_initial_state_that_is_not_a_state",
+        ),
+    ],
+)
+def test_an_invalid_definition_is_refused(shape: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MachineDefinition(**{"name": "small", "states": Small, "initial": Small.A, **shape})
 
 
 def test_other_start_states_count_as_reachable() -> None:
@@ -423,16 +401,6 @@ def test_other_start_states_count_as_reachable() -> None:
         other_starts=((Small.C, "restored"),),
     )
     assert definition.to_mermaid().splitlines()[1:3] == ["    [*] --> A", "    [*] --> C: restored"]
-
-
-def test_an_initial_state_that_is_not_a_state_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"small: initial state <Other.Z: 'Z'> is not a state"):
-        MachineDefinition(
-            name="small",
-            states=Small,
-            initial=Other.Z,
-            transitions=(Spec("go", (Small.A,), Small.B),),
-        )
 
 
 # ---------------------------------------------------------- DESIGN §2: generated diagrams

@@ -15,7 +15,7 @@ from typing import Any, final
 from tradeguard.fsm._machines import BREAKER
 from tradeguard.fsm._states import BreakerState
 from tradeguard.fsm._timers import Timer, Timers
-from tradeguard.fsm.effects import Effect, Transitioned
+from tradeguard.fsm.effects import Effect
 from tradeguard.fsm.events import ApiCall
 
 __all__ = ["CircuitBreaker"]
@@ -24,6 +24,12 @@ _CLOSED, _OPEN, _HALF = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HAL
 
 # Told whenever the breaker starts or stops being OPEN (the api_health guard listens).
 OpenListener = Callable[[str, bool, float], list[Effect]]
+# Told when the breaker closes: calls in its category get through again.
+CloseListener = Callable[[float], list[Effect]]
+
+
+def _nothing(at: float) -> list[Effect]:
+    return []
 
 
 @final
@@ -31,6 +37,7 @@ class CircuitBreaker:
     """One endpoint category's breaker: a model of `BREAKER`."""
 
     __slots__ = (
+        "_on_close",
         "_on_open",
         "_timer",
         "_timers",
@@ -53,6 +60,7 @@ class CircuitBreaker:
         failure_threshold: int,
         recovery_timeout: float,
         success_threshold: int,
+        on_close: CloseListener = _nothing,
     ) -> None:
         self.category = category
         self.state = _CLOSED
@@ -64,6 +72,7 @@ class CircuitBreaker:
         self.probes_in_flight = 0
         self._timers = timers
         self._on_open = on_open
+        self._on_close = on_close
         self._timer = Timer(self._recovery_due)
 
     @property
@@ -84,6 +93,12 @@ class CircuitBreaker:
             return False
         self.probes_in_flight += 1
         return True
+
+    def abandon(self) -> None:
+        """A HALF_OPEN probe was given up before its outcome was known (its caller was
+        cancelled): free its slot without counting a failure; nothing else changes."""
+        if self.state is _HALF and self.probes_in_flight:
+            self.probes_in_flight -= 1
 
     def observe(self, call: ApiCall, at: float) -> list[Effect]:
         """Count one finished call in this category."""
@@ -113,17 +128,17 @@ class CircuitBreaker:
 
     def _fire(self, trigger: str, at: float) -> list[Effect]:
         source = self.state
-        BREAKER.fire(self, trigger, self.machine, None)
+        record = BREAKER.transition(self, trigger, self.machine, None, at)
         self.failures = self.successes = self.probes_in_flight = 0
         if self.state is _OPEN:
             self._timers.arm(self._timer, at + self.recovery_timeout)
         else:
             Timers.disarm(self._timer)
-        effects: list[Effect] = [
-            Transitioned(self.machine, None, source.name, self.state.name, trigger, at)
-        ]
+        effects: list[Effect] = [record]
         if (source is _OPEN) != (self.state is _OPEN):
             effects += self._on_open(self.category, self.state is _OPEN, at)
+        if self.state is _CLOSED:
+            effects += self._on_close(at)
         return effects
 
     def load(self, saved: dict[str, Any], to_mono: Callable[[float], float]) -> None:

@@ -7,26 +7,30 @@ diagrams under ``diagrams/`` (DESIGN §2), so the picture can never drift from t
 Why models are not ``add_model``-ed: `transitions` decorates every model with a bound partial
 per trigger, per ``may_`` check and per ``is_`` state (about 3.6 KB a model, measured on this
 machine), which puts 10,000 symbols far over the memory target. We keep one shared
-``Machine`` per kind and fire its ``Event`` objects with the model passed in; the machine still
-checks the table, evaluates the condition methods named in it and sets the model's ``state``.
+``Machine`` per kind, built from the table (it checks the table as `transitions` reads it).
+
+Why firing does not go through that machine's ``Event`` objects: `transitions` logs every
+transition at INFO and DEBUG (a dozen logging calls, 2.7x the cost of the transition once a
+user's logging config enables INFO), and silencing it would change the process's logging
+state (issue 12: nothing happens at import). `fire` applies the same table, compiled once per
+(state, trigger) into its rows in declared order: the first row whose condition holds sets the
+model's ``state``, exactly as `transitions` does for a table without callbacks (a unit test
+holds every definition to that). `transition` is the one choke point every machine uses: it
+fires and builds the `Transitioned` record.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, final
 
-from transitions import Machine, MachineError
+from transitions import Machine
 
 from tradeguard.errors import InvalidTransition
+from tradeguard.fsm.effects import Transitioned
 
 __all__ = ["MachineDefinition", "Model", "Spec"]
-
-# transitions logs every transition at INFO, which costs more than the transition itself;
-# we publish our own structured Transitioned records instead (DESIGN §2).
-logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 class Model(Protocol):
@@ -81,6 +85,10 @@ class MachineDefinition:
     initial_note: str = ""
     other_starts: tuple[tuple[Enum, str], ...] = ()
     _machine: Any = field(init=False, repr=False, compare=False)
+    # (state, trigger) -> its rows as (condition or None, dest), in declared order.
+    _rows: dict[tuple[Enum, str], tuple[tuple[str | None, Enum], ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._validate()
@@ -101,6 +109,11 @@ class MachineDefinition:
             auto_transitions=False,
         )
         object.__setattr__(self, "_machine", machine)
+        rows: dict[tuple[Enum, str], list[tuple[str | None, Enum]]] = {}
+        for s in self.transitions:
+            for source in s.sources:
+                rows.setdefault((source, s.trigger), []).append((s.condition, s.dest))
+        object.__setattr__(self, "_rows", {key: tuple(found) for key, found in rows.items()})
 
     def _validate(self) -> None:
         known = set(self.used_states)
@@ -150,7 +163,8 @@ class MachineDefinition:
         return tuple(s for s in self.transitions if s.trigger == trigger and state in s.sources)
 
     def fire(self, model: Model, trigger: str, machine: str, scope: str | None) -> bool:
-        """Fire ``trigger`` on ``model`` through the shared machine.
+        """Fire ``trigger`` on ``model``: the first of its rows from the model's state whose
+        condition holds sets the model's ``state``.
 
         Returns:
             True when a transition was taken; False when every row's condition was false.
@@ -158,13 +172,29 @@ class MachineDefinition:
         Raises:
             InvalidTransition: the table has no row for ``trigger`` from the model's state.
         """
-        event = self._machine.events.get(trigger)
-        if event is None or not self.targets(model.state, trigger):
+        rows = self._rows.get((model.state, trigger))
+        if rows is None:
             raise InvalidTransition(machine, scope, model.state.name, trigger)
-        try:
-            return bool(event.trigger(model))
-        except MachineError as err:  # pragma: no cover - the table check above comes first
-            raise InvalidTransition(machine, scope, model.state.name, trigger) from err
+        for condition, dest in rows:
+            if condition is None or getattr(model, condition)():
+                model.state = dest
+                return True
+        return False
+
+    def transition(
+        self, model: Model, trigger: str, machine: str, scope: str | None, at: float
+    ) -> Transitioned:
+        """The one choke point of every machine: fire ``trigger`` and record it.
+
+        Returns:
+            The `Transitioned` record (source and dest equal when no row's condition held).
+
+        Raises:
+            InvalidTransition: as `fire`; nothing changed.
+        """
+        source = model.state
+        self.fire(model, trigger, machine, scope)
+        return Transitioned(machine, scope, source.name, model.state.name, trigger, at)
 
     def to_mermaid(self) -> str:
         """The definition as a Mermaid ``stateDiagram-v2``: deterministic text."""

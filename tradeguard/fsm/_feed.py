@@ -20,7 +20,7 @@ from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._machines import FEED
 from tradeguard.fsm._states import FeedState
 from tradeguard.fsm._timers import Timer, Timers
-from tradeguard.fsm.effects import CloseConnection, Effect, Reconnect, Transitioned
+from tradeguard.fsm.effects import CloseConnection, Effect, Reconnect
 
 __all__ = ["Feed"]
 
@@ -190,9 +190,7 @@ class Feed:
         return [close, *self._drop("stale", at)]
 
     def _fire(self, trigger: str, at: float) -> list[Effect]:
-        source = self.state
-        FEED.fire(self, trigger, self.machine, None)
-        return [Transitioned(self.machine, None, source.name, self.state.name, trigger, at)]
+        return [FEED.transition(self, trigger, self.machine, None, at)]
 
     def status(self, now: float) -> dict[str, Any]:
         """JSON-ready view; ``last_message_age`` in seconds."""

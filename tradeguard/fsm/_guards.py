@@ -30,7 +30,6 @@ from tradeguard.fsm.effects import (
     DisablePreview,
     Effect,
     MaxAttemptsExceeded,
-    Transitioned,
 )
 from tradeguard.fsm.events import ApiCall
 
@@ -103,13 +102,12 @@ class Guard:
 
     def _fire(self, trigger: str, at: float) -> list[Effect]:
         """The one choke point: take a transition, keep the cooldown timer in step, record it."""
-        source = self.state
-        self.definition.fire(self, trigger, self.name, self.scope)
+        record = self.definition.transition(self, trigger, self.name, self.scope, at)
         if self.state is _COOLDOWN:
             self._timers.arm(self._cooldown, at + self.cooldown_seconds)
         else:
             Timers.disarm(self._cooldown)
-        return [Transitioned(self.name, self.scope, source.name, self.state.name, trigger, at)]
+        return [record]
 
     def _cooldown_over(self, at: float) -> list[Effect]:
         return self._fire("expire", at) if self.state is _COOLDOWN else []
@@ -478,6 +476,7 @@ class ApiHealthGuard(Guard):
         "_buckets",
         "_drain",
         "_usage_expiry",
+        "answering",
         "calls",
         "errors",
         "min_calls",
@@ -519,6 +518,15 @@ class ApiHealthGuard(Guard):
         self.open_breakers: set[str] = set()
         self._drain = Timer(self._window_moved)
         self._usage_expiry = Timer(self._usage_aged_out)
+        # Told when the guard leaves TRIPPED (recovered or reset): the API answers again.
+        self.answering: Callable[[float], list[Effect]] | None = None
+
+    def _fire(self, trigger: str, at: float) -> list[Effect]:
+        left_tripped = self.state is _TRIPPED
+        effects = super()._fire(trigger, at)
+        if left_tripped and self.answering is not None:
+            effects += self.answering(at)
+        return effects
 
     def observe_call(self, call: ApiCall, at: float) -> list[Effect]:
         """Count one finished API call."""

@@ -5,10 +5,19 @@ time from the injected clock, first applies every timer already due (each at its
 deadline, in deadline order), then handles its input, then settles the scope modes the changes
 touched. It returns the effects for the shell to run, in order. Nothing else changes state.
 
+Every state-changing call goes through `_run` (clock, due timers, the change, the next
+deadline, and the bookkeeping below); every read goes through `_catch_up` (due timers only).
+
 `decide()` is the hot path: it applies due timers only when one is due (a float compare),
-reads two mode attributes and, in ALLOW, returns a shared immutable decision. Effects that
-applying a due timer produced inside `decide()` are kept and returned by the next
-`observe()` / `tick()`, never lost.
+reads two mode attributes and, in ALLOW, returns a shared immutable decision. A refusal's
+reasons are built once per symbol after a change, not per call (`_refusal`): only a reason
+with a deadline depends on the time, and a cached one is reused only at the same instant.
+Effects that applying a due timer produced inside `decide()` are kept and returned by the
+next `observe()` / `tick()`, never lost.
+
+A cancel the shell could not get through comes back as `CancelFailed`: the layer keeps it,
+saves it in snapshots and asks for it again (``"retry: <reason>"``) right after the
+transition that shows the API answering again (a breaker closes, api_health leaves TRIPPED).
 """
 
 from __future__ import annotations
@@ -19,10 +28,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NoReturn, final, get_args
+from typing import Any, NoReturn, TypeVar, final, get_args
 
 from tradeguard.config import Settings
-from tradeguard.errors import InvalidObservation, UnknownGuard
+from tradeguard.errors import (
+    InvalidObservation,
+    InvalidSettings,
+    InvalidSnapshot,
+    UnknownFeed,
+    UnknownGuard,
+)
 from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._breaker import CircuitBreaker
 from tradeguard.fsm._feed import Feed
@@ -36,14 +51,15 @@ from tradeguard.fsm._guards import (
     ReconciliationGuard,
     WebsocketGuard,
 )
-from tradeguard.fsm._orders import Decision, OrderIntent, Side
+from tradeguard.fsm._orders import Decision, OrderIntent
 from tradeguard.fsm._scope import Scope
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
-from tradeguard.fsm._timers import Timers
-from tradeguard.fsm.effects import Effect, Reason
+from tradeguard.fsm._timers import Timers, seconds_until
+from tradeguard.fsm.effects import CancelOpenOrders, CancelOrders, Effect, Reason
 from tradeguard.fsm.events import (
     ApiCall,
     BrokerRead,
+    CancelFailed,
     FeedClosed,
     FeedConnected,
     FeedDisconnected,
@@ -54,6 +70,7 @@ from tradeguard.fsm.events import (
     MessagesDropped,
     Observation,
     PreviewResult,
+    ProbeAbandoned,
     RateLimitUsage,
     ReconciliationAudit,
     SequenceGap,
@@ -85,6 +102,12 @@ _ZERO = Decimal(0)
 _SNAPSHOT_VERSION = 1
 # One shared answer for the common case: decisions are immutable, so ALLOW allocates nothing.
 _ALLOWED = Decision(True, _ALLOW)
+_T = TypeVar("_T")
+# A symbol's refusal, built once after a change: (built at, depends on the time, reasons,
+# the refusal that allows nothing).
+_Refusal = tuple[float, bool, tuple[Reason, ...], Decision]
+# A cancel to ask for again: (order ids, or None for every open bot order; reason).
+_Unsent = tuple[tuple[str, ...] | None, str]
 
 
 @final
@@ -132,7 +155,7 @@ class ReliabilityLayer:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(settings, Settings):
-            raise InvalidObservation(f"settings must be a Settings, got {settings!r}")
+            raise InvalidSettings(f"settings must be a Settings, got {settings!r}")
         self._settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
@@ -141,7 +164,9 @@ class ReliabilityLayer:
         self._timers = Timers()
         self._pending: list[Effect] = []
         self._last_now = -math.inf
-        self._due_at = math.inf
+        self._due_at = math.inf  # never later than the next deadline (`Timers.earliest`)
+        self._refusals: dict[str, _Refusal] = {}
+        self._unsent_cancels: list[_Unsent] = []
         self._policy = BackoffPolicy.from_settings(settings)
         s = settings
         t = self._timers
@@ -175,6 +200,7 @@ class ReliabilityLayer:
             threshold=s.order_reconciliation_drift_max_failures,
             cooldown_seconds=s.api_health_cooldown_seconds,
         )
+        self._api.answering = self._api_answers_again
         self._websocket = WebsocketGuard(t, cooldown_seconds=s.ws_reconnect_pause_seconds)
         self._global = Scope(
             None,
@@ -218,25 +244,21 @@ class ReliabilityLayer:
             TypeError: not an observation.
             InvalidObservation: an `ApiCall` names a category not in
                 ``GPT_TRADER_API_CATEGORIES``.
-            UnknownGuard: a feed event names a feed that was never started.
+            UnknownFeed: a feed event names a feed that was never started.
             InvalidTransition: the feed's state forbids the event (e.g. after CLOSED).
         """
+        if type(observation) is ApiCall:  # the hot path: every call to the API
+            if observation.category not in self._categories:
+                self._require_category(observation.category)
+            return self._run(self._api_call, observation)
         if type(observation) not in _OBSERVATIONS:
             raise TypeError(
                 "observe() takes an observation of tradeguard.fsm.events (ApiCall, MarkUpdate, "
                 f"...), got {type(observation).__name__} {observation!r}"
             )
-        if type(observation) is ApiCall:
+        if type(observation) is ProbeAbandoned:
             self._require_category(observation.category)
-        now = self._now()
-        effects = self._advance(now)
-        try:
-            effects += self._dispatch(observation, now)
-        except Exception:
-            self._pending = effects  # timers that ran are kept, not lost
-            raise
-        self._due_at = self._next_due()
-        return effects
+        return self._run(self._dispatch, observation)
 
     def tick(self) -> list[Effect]:
         """Apply every timer due by now (cooldown expiry, staleness, backoff, breakers).
@@ -244,9 +266,7 @@ class ReliabilityLayer:
         Returns:
             The effects, in order; then sleep until `next_deadline()`.
         """
-        effects = self._advance(self._now())
-        self._due_at = self._next_due()
-        return effects
+        return self._run(_no_change, None)
 
     def next_deadline(self) -> float | None:
         """When `tick()` is next needed (monotonic seconds), or ``None`` if never."""
@@ -257,6 +277,40 @@ class ReliabilityLayer:
         if not now >= self._last_now:  # also refuses NaN
             raise InvalidObservation(f"clock went backwards: {now!r} < {self._last_now!r}")
         self._last_now = now
+        return now
+
+    def _run(self, change: Callable[[_T, float], list[Effect]], arg: _T) -> list[Effect]:
+        """The one wrapper of every state-changing call: read the clock, apply the timers
+        due (each at its deadline), make the change, then note the next deadline.
+
+        If the change raises, the timers' effects are kept for the next call, not lost.
+        """
+        now = self._clock()
+        if not now >= self._last_now:  # also refuses NaN
+            self._now()  # raises, naming both times
+        self._last_now = now
+        effects = self._advance(now) if now >= self._due_at or self._pending else None
+        try:
+            changed = change(arg, now)
+        except Exception:
+            if effects:
+                self._pending = effects
+            raise
+        if effects:
+            effects += changed
+        else:
+            effects = changed
+        self._due_at = self._timers.earliest
+        if effects:
+            self._refusals.clear()  # something changed: refusals are rebuilt when asked
+        return effects
+
+    def _catch_up(self) -> float:
+        """Before a read: apply the timers already due (their effects are kept for the next
+        `observe()` / `tick()`). Returns the time read."""
+        now = self._clock()
+        if now >= self._due_at:
+            self._apply_due()
         return now
 
     def _next_due(self) -> float:
@@ -281,10 +335,8 @@ class ReliabilityLayer:
 
     def _dispatch(self, obs: Observation, now: float) -> list[Effect]:
         match obs:
-            case ApiCall():
-                effects = self._breaker(obs.category).observe(obs, now)
-                effects += self._api.observe_call(obs, now)
-                return effects + self._settle(None, now) if effects else effects
+            case ApiCall():  # pragma: no cover - `observe` sends it to `_api_call`
+                return self._api_call(obs, now)
             case MarkUpdate():
                 mark = self._scope(obs.symbol).mark
                 assert mark is not None  # every symbol scope has one
@@ -323,8 +375,24 @@ class ReliabilityLayer:
                 return self._feed(obs.feed).count("dropped", obs.count)
             case MalformedMessage():
                 return self._feed(obs.feed).count("malformed")
+            case CancelFailed():
+                self._unsent_cancels.append((obs.order_ids, obs.reason))
+                return []
+            case ProbeAbandoned():
+                if (breaker := self._breakers.get(obs.category)) is not None:
+                    breaker.abandon()
+                return []
             case _:  # pragma: no cover - `observe` checked the type first
                 raise TypeError(f"not an observation: {obs!r}")
+
+    def _api_call(self, call: ApiCall, now: float) -> list[Effect]:
+        breaker = self._breakers.get(call.category) or self._breaker(call.category)
+        effects = breaker.observe(call, now)
+        if effects:
+            effects += self._api.observe_call(call, now)
+            return effects + self._settle(None, now)
+        effects = self._api.observe_call(call, now)
+        return effects + self._settle(None, now) if effects else effects
 
     def _settled(self, effects: list[Effect], symbol: str | None, at: float) -> list[Effect]:
         return effects + self._settle(symbol, at) if effects else effects
@@ -374,8 +442,26 @@ class ReliabilityLayer:
                 failure_threshold=s.circuit_failure_threshold,
                 recovery_timeout=s.circuit_recovery_timeout,
                 success_threshold=s.circuit_success_threshold,
+                on_close=self._api_answers_again,
             )
         return breaker
+
+    def _api_answers_again(self, at: float) -> list[Effect]:
+        """A breaker closed or api_health left TRIPPED: ask again for the cancels that failed
+        (an order left open while trading is restricted is exactly what they were for)."""
+        retries, self._unsent_cancels = self._unsent_cancels, []
+        return [
+            CancelOpenOrders(f"retry: {reason}")
+            if order_ids is None
+            else CancelOrders(order_ids, f"retry: {reason}")
+            for order_ids, reason in retries
+        ]
+
+    @property
+    def pending_cancels(self) -> tuple[tuple[tuple[str, ...] | None, str], ...]:
+        """Cancels reported failed (`CancelFailed`) and not yet asked for again, oldest
+        first: (order ids, or ``None`` for every open bot order; reason)."""
+        return tuple(self._unsent_cancels)
 
     def _new_feed(self, name: str) -> Feed:
         s = self._settings
@@ -394,7 +480,7 @@ class ReliabilityLayer:
     def _feed(self, name: str) -> Feed:
         feed = self._feeds.get(name)
         if feed is None:
-            raise UnknownGuard("feed", name, sorted(self._feeds) or ["(none started)"])
+            raise UnknownFeed(name, sorted(self._feeds) or ["(none started)"])
         return feed
 
     # ------------------------------------------------------------------ hot path
@@ -425,30 +511,45 @@ class ReliabilityLayer:
         now = self._clock()
         if now >= self._due_at:
             self._apply_due()
-        scope = self._symbols.get(intent.symbol)
+        symbol = intent.symbol
+        scope = self._symbols.get(symbol)
         mode = self._mark_restriction if scope is None else scope.state
         global_mode = self._global.state
         if global_mode > mode:
             mode = global_mode
         if mode is _ALLOW:
             return _ALLOWED
-        reasons = (*self._global.reasons(now), *self._symbol_reasons(intent.symbol, scope, now))
-        if mode is _PAUSED or position is None:
-            return Decision(False, mode, reasons, _ZERO)
-        reducible = position if intent.side is Side.SELL else -position
-        if reducible <= 0:
-            return Decision(False, mode, reasons, _ZERO)
-        return Decision(intent.quantity <= reducible, mode, reasons, reducible)
+        refusal = self._refusals.get(symbol)
+        if refusal is None or (refusal[1] and refusal[0] != now):
+            refusal = self._refusal(symbol, scope, mode, now)
+        if mode is _PAUSED:
+            return refusal[3]
+        reducible = intent.reducible(position)  # 0 when unknown: fails closed
+        if not reducible:
+            return refusal[3]
+        return Decision(intent.reduces(position), mode, refusal[2], reducible)
+
+    def _refusal(self, symbol: str, scope: Scope | None, mode: TradingMode, now: float) -> _Refusal:
+        """Build and keep ``symbol``'s reasons (and its refusal of everything) until the next
+        change; reasons with a deadline hold only for this instant."""
+        if scope is None:
+            own = [Reason("mark_staleness", symbol, GuardState.NO_MARK, None)]
+        else:
+            own = scope.reasons(now)
+        reasons = (*self._global.reasons(now), *own)
+        timed = any(r.seconds_until_lift is not None for r in reasons)
+        refusal = self._refusals[symbol] = (
+            now,
+            timed,
+            reasons,
+            Decision(False, mode, reasons, _ZERO),
+        )
+        return refusal
 
     def _apply_due(self) -> None:
         self._pending = self._advance(self._now())
-        self._due_at = self._next_due()
-
-    @staticmethod
-    def _symbol_reasons(symbol: str, scope: Scope | None, now: float) -> list[Reason]:
-        if scope is not None:
-            return scope.reasons(now)
-        return [Reason("mark_staleness", symbol, GuardState.NO_MARK, None)]
+        self._due_at = self._timers.earliest
+        self._refusals.clear()
 
     # ------------------------------------------------------------------ reads
 
@@ -464,8 +565,7 @@ class ReliabilityLayer:
         """
         if symbol is not None:
             _require_symbol(symbol)
-        if self._clock() >= self._due_at:
-            self._apply_due()
+        self._catch_up()
         global_mode = self._global.state
         if symbol is None:
             return global_mode
@@ -501,8 +601,7 @@ class ReliabilityLayer:
             _require_symbol(symbol)
         elif symbol is not None:
             raise InvalidObservation(f"guard {name!r} is global: do not pass symbol={symbol!r}")
-        if self._clock() >= self._due_at:
-            self._apply_due()
+        self._catch_up()
         if symbol is None:
             found: Guard = self._global.guards[name]
         else:
@@ -514,14 +613,11 @@ class ReliabilityLayer:
                     state, restriction = GuardState.HEALTHY, _REDUCE_ONLY
                 return GuardStatus(name, symbol, state, restriction, None)
             found = scope.guards[name]
-        lifts = found.lifts_at
-        left = None if lifts is None else max(0.0, lifts - self._clock())
+        left = seconds_until(found.lifts_at, self._clock())
         return GuardStatus(name, symbol, found.state, found.restriction, left)
 
     def _halt_status(self, symbol: str | None) -> GuardStatus:
-        now = self._clock()
-        if now >= self._due_at:
-            self._apply_due()
+        now = self._catch_up()
         scope = self._global if symbol is None else self._symbols.get(symbol)
         if scope is None:  # never seen: never halted
             return GuardStatus(_OPERATOR, symbol, HaltState.RUNNING, _ALLOW, None)
@@ -559,23 +655,20 @@ class ReliabilityLayer:
         """
         _require_name("category", category)
         self._require_category(category)
-        if self._clock() >= self._due_at:
-            self._apply_due()
+        self._catch_up()
         return self._breaker(category).admit()
 
     def feed_state(self, name: str) -> FeedState:
         """The state of a started feed.
 
         Raises:
-            UnknownGuard: no feed of that name was started.
+            UnknownFeed: no feed of that name was started.
         """
         return self._feed(name).state
 
     def status(self) -> dict[str, Any]:
         """Every machine, JSON-ready (a fresh dict each call), after any timer already due."""
-        now = self._clock()
-        if now >= self._due_at:
-            self._apply_due()
+        now = self._catch_up()
         return {
             "mode": self._global.state.name,
             "preview_enabled": self._preview.enabled,
@@ -634,13 +727,13 @@ class ReliabilityLayer:
             raise InvalidObservation(
                 f"halt mode must be TradingMode.PAUSED or TradingMode.REDUCE_ONLY, got {mode!r}"
             )
-        now = self._now()
-        effects = self._advance(now)
-        scope = self._global if symbol is None else self._scope(symbol)
-        effects += scope.halt.halt(reason, None if ttl is None else now + ttl, now, mode)
-        effects += self._settle(symbol, now)
-        self._due_at = self._next_due()
-        return effects
+
+        def change(_: None, now: float) -> list[Effect]:
+            scope = self._global if symbol is None else self._scope(symbol)
+            until = None if ttl is None else now + ttl
+            return self._settled(scope.halt.halt(reason, until, now, mode), symbol, now)
+
+        return self._run(change, None)
 
     def resume(self, symbol: str | None = None) -> list[Effect]:
         """Lift an operator halt (of either mode).
@@ -660,12 +753,8 @@ class ReliabilityLayer:
         scope = self._global if symbol is None else self._symbols.get(symbol)
         if scope is None or not scope.halt.halted:
             return []
-        now = self._now()
-        effects = self._advance(now)
-        effects += scope.halt.resume(now)
-        effects += self._settle(symbol, now)
-        self._due_at = self._next_due()
-        return effects
+        halt = scope.halt
+        return self._run(lambda _, now: self._settled(halt.resume(now), symbol, now), None)
 
     def trip(self, guard: str, reason: str, symbol: str | None = None) -> list[Effect]:
         """Trip a guard from outside (audited): preflight found its fault at startup.
@@ -680,13 +769,12 @@ class ReliabilityLayer:
         """
         self._require_guard(guard, symbol, "trip", "halt()")
         _require_name("reason", reason)
-        now = self._now()
-        effects = self._advance(now)
-        scope = self._global if symbol is None else self._scope(symbol)
-        effects += scope.guards[guard].force_trip(reason, now)
-        effects += self._settle(symbol, now)
-        self._due_at = self._next_due()
-        return effects
+
+        def change(_: None, now: float) -> list[Effect]:
+            scope = self._global if symbol is None else self._scope(symbol)
+            return self._settled(scope.guards[guard].force_trip(reason, now), symbol, now)
+
+        return self._run(change, None)
 
     def reset(self, guard: str, symbol: str | None = None) -> list[Effect]:
         """Operator reset of one guard to HEALTHY, counts forgotten (audited as a transition).
@@ -697,16 +785,12 @@ class ReliabilityLayer:
                 ``"operator"`` (use `resume`).
         """
         self._require_guard(guard, symbol, "reset", "resume()")
-        now = self._now()
-        effects = self._advance(now)
-        if symbol is None:
-            target = self._global.guards[guard]
-        else:
-            target = self._scope(symbol).guards[guard]
-        effects += target.reset(now)
-        effects += self._settle(symbol, now)
-        self._due_at = self._next_due()
-        return effects
+
+        def change(_: None, now: float) -> list[Effect]:
+            scope = self._global if symbol is None else self._scope(symbol)
+            return self._settled(scope.guards[guard].reset(now), symbol, now)
+
+        return self._run(change, None)
 
     def _require_guard(self, guard: str, symbol: str | None, verb: str, instead: str) -> None:
         self.guard(guard, symbol)  # validates name, types and scope before anything changes
@@ -738,6 +822,10 @@ class ReliabilityLayer:
                 }
                 for cat, b in sorted(self._breakers.items())
             },
+            "pending_cancels": [
+                {"order_ids": None if ids is None else list(ids), "reason": reason}
+                for ids, reason in self._unsent_cancels
+            ],
         }
 
     @classmethod
@@ -753,10 +841,10 @@ class ReliabilityLayer:
         """Rebuild a layer from `snapshot()`, keeping the remaining time of every restriction.
 
         Raises:
-            InvalidObservation: the snapshot is malformed or of another version.
+            InvalidSnapshot: the snapshot is malformed or of another version.
         """
         if not isinstance(snapshot, Mapping) or snapshot.get("version") != _SNAPSHOT_VERSION:
-            raise InvalidObservation(
+            raise InvalidSnapshot(
                 f"snapshot must be a mapping with version {_SNAPSHOT_VERSION}, got "
                 f"{type(snapshot).__name__} version "
                 f"{snapshot.get('version') if isinstance(snapshot, Mapping) else None!r}"
@@ -777,10 +865,21 @@ class ReliabilityLayer:
                 breaker.load(saved, to_mono)
                 if breaker.state is BreakerState.OPEN:
                     layer._api.open_breakers.add(category)
+            for saved in snapshot.get("pending_cancels", []):
+                ids = saved["order_ids"]
+                try:
+                    cancel = CancelFailed(None if ids is None else tuple(ids), saved["reason"])
+                except InvalidObservation as err:
+                    raise ValueError(f"pending cancel {saved!r}: {err}") from err
+                layer._unsent_cancels.append((cancel.order_ids, cancel.reason))
         except (KeyError, TypeError, ValueError) as err:
-            raise InvalidObservation(f"snapshot is malformed: {err!r}") from err
+            raise InvalidSnapshot(f"snapshot is malformed: {err!r}") from err
         layer._due_at = layer._next_due()
         return layer
+
+
+def _no_change(_: None, now: float) -> list[Effect]:
+    return []
 
 
 def _require_name(what: str, value: object) -> None:

@@ -13,6 +13,8 @@ from tradeguard.fsm.effects import Reason
 
 __all__ = ["Decision", "OrderIntent", "Side"]
 
+_ZERO = Decimal(0)
+
 
 class Side(StrEnum):
     """Which way an order trades."""
@@ -45,6 +47,24 @@ class OrderIntent:
             raise InvalidObservation(
                 f"OrderIntent.quantity must be a finite Decimal > 0, got {quantity!r}"
             )
+
+    def reducible(self, position: Decimal | None) -> Decimal:
+        """The largest quantity of this side that reduces ``position`` (signed, long > 0).
+
+        Returns:
+            ``|position|`` when this side is opposite to the position; ``0`` when it is the
+            same side, the position is flat, or it is unknown (``None``).
+        """
+        if position is None:
+            return _ZERO
+        reducible = position if self.side is Side.SELL else -position
+        return reducible if reducible > _ZERO else _ZERO
+
+    def reduces(self, position: Decimal | None) -> bool:
+        """The one rule for "does this order reduce the position" (DESIGN §2.4): the opposite
+        side and ``quantity <= |position|``. A bigger order would flip the position; an
+        unknown position (``None``) never counts as reduced (fail closed)."""
+        return self.quantity <= self.reducible(position)
 
 
 @final

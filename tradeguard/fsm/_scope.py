@@ -15,8 +15,8 @@ from typing import Any, final
 from tradeguard.fsm._guards import Guard, MarkStalenessGuard, ToMono, ToWall
 from tradeguard.fsm._machines import HALT, MODE
 from tradeguard.fsm._states import GuardState, HaltState, TradingMode
-from tradeguard.fsm._timers import Timer, Timers
-from tradeguard.fsm.effects import Alert, Effect, ModeChanged, Reason, Transitioned
+from tradeguard.fsm._timers import Timer, Timers, seconds_until
+from tradeguard.fsm.effects import Alert, Effect, ModeChanged, Reason
 
 __all__ = ["Halt", "Scope"]
 
@@ -90,14 +90,11 @@ class Halt:
         return self._fire("expire", at)
 
     def _fire(self, trigger: str, at: float) -> list[Effect]:
-        source = self.state
-        HALT.fire(self, trigger, "operator", self.scope)
-        return [Transitioned("operator", self.scope, source.name, self.state.name, trigger, at)]
+        return [HALT.transition(self, trigger, "operator", self.scope, at)]
 
     def seconds_left(self, now: float) -> float | None:
         """Seconds until a time-limited halt lifts; ``None`` without a limit or a halt."""
-        until = self._timer.due
-        return None if until is None else max(0.0, until - now)
+        return seconds_until(self._timer.due, now)
 
     def view(self, now: float) -> dict[str, Any]:
         """JSON-ready view: state, mode, reason, deadline and the seconds left."""
@@ -169,8 +166,7 @@ class Scope:
         found: list[Reason] = []
         for guard in self.guards.values():
             if guard.restricting:
-                lifts = guard.lifts_at
-                left = None if lifts is None else max(0.0, lifts - now)
+                left = seconds_until(guard.lifts_at, now)
                 found.append(Reason(guard.name, self.symbol, guard.state, left))
         if self.halt.halted:
             left = self.halt.seconds_left(now)
@@ -183,13 +179,8 @@ class Scope:
         source = self.state
         if new is source:
             return []
-        trigger = _MODE_TRIGGER[new]
-        MODE.fire(self, trigger, "mode", self.symbol)
-        reasons = tuple(self.reasons(at))
-        return [
-            Transitioned("mode", self.symbol, source.name, new.name, trigger, at),
-            ModeChanged(self.symbol, source, new, reasons),
-        ]
+        record = MODE.transition(self, _MODE_TRIGGER[new], "mode", self.symbol, at)
+        return [record, ModeChanged(self.symbol, source, new, tuple(self.reasons(at)))]
 
     def dump(self, to_wall: ToWall) -> dict[str, Any]:
         """JSON-ready saved state of the scope's guards and halt."""
@@ -210,11 +201,10 @@ class Scope:
         """JSON-ready view of the scope."""
         guards = {}
         for name, g in self.guards.items():
-            lifts = g.lifts_at
             guards[name] = {
                 "state": g.state.name,
                 "restriction": g.restriction.name,
-                "seconds_until_lift": None if lifts is None else max(0.0, lifts - now),
+                "seconds_until_lift": seconds_until(g.lifts_at, now),
                 **g.counters(),
             }
         view: dict[str, Any] = {

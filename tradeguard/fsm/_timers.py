@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 from typing import final
 
 from tradeguard.fsm.effects import Effect
 
-__all__ = ["Timer", "Timers"]
+__all__ = ["Timer", "Timers", "seconds_until"]
+
+
+def seconds_until(due: float | None, now: float) -> float | None:
+    """The one rule for "seconds until it may lift": the time left until ``due``, never
+    negative (a deadline already due but not yet applied reads 0); ``None`` without one."""
+    return None if due is None else max(0.0, due - now)
 
 
 @final
@@ -42,11 +49,14 @@ class Timer:
 class Timers:
     """A heap of timers; `pop_due` hands them out in deadline order."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_seq", "earliest")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
+        # Never later than the next real deadline (exact after `next_due`), kept for free on
+        # every arming: the layer compares the clock with it instead of walking the heap.
+        self.earliest = math.inf
 
     def arm(self, timer: Timer, when: float) -> None:
         """Arm ``timer`` for ``when``, replacing any earlier arming."""
@@ -64,6 +74,8 @@ class Timers:
         timer._entry = seq
         timer._entry_when = when
         heapq.heappush(self._heap, (when, seq, timer))
+        if when < self.earliest:
+            self.earliest = when
 
     def next_due(self) -> float | None:
         """The earliest armed deadline, or ``None``."""
@@ -79,7 +91,9 @@ class Timers:
                 heapq.heappop(heap)
                 self._push(timer, timer.due)
             else:
+                self.earliest = when
                 return when
+        self.earliest = math.inf
         return None
 
     def pop_due(self, now: float) -> tuple[Timer, float] | None:

@@ -17,6 +17,7 @@ from tradeguard.fsm._faults import api_fault
 __all__ = [
     "ApiCall",
     "BrokerRead",
+    "CancelFailed",
     "FeedClosed",
     "FeedConnected",
     "FeedDisconnected",
@@ -27,6 +28,7 @@ __all__ = [
     "MessagesDropped",
     "Observation",
     "PreviewResult",
+    "ProbeAbandoned",
     "RateLimitUsage",
     "ReconciliationAudit",
     "SequenceGap",
@@ -314,6 +316,50 @@ class MalformedMessage:
             raise InvalidObservation(f"MalformedMessage.detail must be a str, got {self.detail!r}")
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class CancelFailed:
+    """A cancel the layer asked for (`CancelOpenOrders`, `CancelOrders`) did not get through.
+
+    The layer keeps it (in snapshots too) and asks for it again, as ``"retry: <reason>"``,
+    as soon as the API answers again: a circuit breaker closes, or api_health leaves TRIPPED.
+
+    Attributes:
+        order_ids: the orders still to cancel, or ``None`` for every open bot order (the
+            open orders could not even be listed).
+        reason: the reason of the cancel that failed.
+    """
+
+    order_ids: tuple[str, ...] | None
+    reason: str
+
+    def __post_init__(self) -> None:
+        ids = self.order_ids
+        if ids is not None and (
+            not isinstance(ids, tuple)
+            or not ids
+            or not all(isinstance(i, str) and i.strip() for i in ids)
+        ):
+            raise InvalidObservation(
+                f"CancelFailed.order_ids must be None or a non-empty tuple of order ids, "
+                f"got {ids!r}"
+            )
+        _require_name("CancelFailed", "reason", self.reason)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ProbeAbandoned:
+    """A call admitted as a HALF_OPEN probe in ``category`` was given up before its outcome
+    was known (its caller was cancelled, or the client raised a bug): its probe slot is freed
+    and no failure is counted (the API said nothing)."""
+
+    category: str
+
+    def __post_init__(self) -> None:
+        _require_name("ProbeAbandoned", "category", self.category)
+
+
 Observation = (
     ApiCall
     | RateLimitUsage
@@ -331,4 +377,6 @@ Observation = (
     | SequenceGap
     | MessagesDropped
     | MalformedMessage
+    | CancelFailed
+    | ProbeAbandoned
 )

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, final
 
+from tradeguard.errors import MalformedFeedMessage
+
 __all__ = [
     "FeedMessage",
     "MalformedFeedMessage",
@@ -32,10 +34,6 @@ __all__ = [
 ]
 
 CHANNELS = ("ticker", "heartbeats")
-
-
-class MalformedFeedMessage(ValueError):
-    """A message that is not valid JSON or not shaped like a feed message."""
 
 
 @final

@@ -15,6 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol, final, runtime_checkable
 
+from tradeguard.errors import BrokerError, CircuitOpen
 from tradeguard.fsm import Side
 
 __all__ = [
@@ -35,33 +36,6 @@ __all__ = [
 # The client order ids of the orders the bot owns start with this: cancels on a trip touch only
 # these, and reconciliation audits only these.
 BOT_PREFIX = "bot-"
-
-
-class BrokerError(Exception):
-    """The venue answered with a failure.
-
-    Attributes:
-        category: the endpoint category (``"orders"``, ``"accounts"``, ``"market"``).
-        status: the HTTP status, or ``None`` for a timeout or a connection failure.
-    """
-
-    def __init__(self, category: str, status: int | None, message: str) -> None:
-        self.category = category
-        self.status = status
-        where = "no response" if status is None else f"HTTP {status}"
-        super().__init__(f"{category}: {where}: {message}")
-
-
-class CircuitOpen(BrokerError):
-    """The category's circuit breaker refused the call; nothing was sent.
-
-    Nothing is observed for it either: the breaker refused, the API did nothing.
-    """
-
-    def __init__(self, category: str) -> None:
-        super().__init__(
-            category, None, f"circuit breaker {category!r} refused the call (not sent)"
-        )
 
 
 class OrderStatus(StrEnum):

@@ -36,7 +36,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tradeguard.config import Settings
-from tradeguard.errors import TradeguardError
+from tradeguard.errors import EngineAlreadyRunning, EngineNotRunning
 from tradeguard.fsm import Decision, OrderIntent, ReliabilityLayer, TradingMode
 from tradeguard.fsm.effects import Effect
 from tradeguard.io.broker import Broker
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
     from tradeguard.io.store import EventStore, StoreRecorder
 
 __all__ = ["Engine", "EngineNotRunning"]
-
-
-class EngineNotRunning(TradeguardError, RuntimeError):
-    """A part of the engine was used outside its ``async with`` block."""
 
 
 # What the archive task writes: ("refusal", symbol, decision, intent) or ("operator", action,
@@ -263,7 +259,7 @@ class Engine(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         if self._parts is not None:
-            raise EngineNotRunning("this Engine is already running; build another")
+            raise EngineAlreadyRunning("this Engine is already running; build another")
         from tradeguard.io.metrics import Metrics, attach_metrics
 
         async with AsyncExitStack() as stack:

@@ -18,9 +18,10 @@ in ``async with guarded_call(runtime, category) as call:`` and tell ``call`` wha
 4. Credentials. A 401, or an exception the table marks as a refused credential, also raises a
    critical `Alert` through the sink's ``alert`` (a `Runtime` has one): a revoked key must not
    read as a quiet outage.
-5. Cancellation passes through, unreported, except for a HALF_OPEN probe: the layer frees a
-   probe slot only when the probe's outcome is observed, so an abandoned probe is reported
-   failed (the breaker re-opens and its own timer heals it) instead of blocking the category.
+5. Cancellation passes through, unreported, except for a HALF_OPEN probe: a probe slot is
+   freed only by an observation, so an abandoned probe is reported as `ProbeAbandoned` (the
+   slot is freed, no failure is counted: the API said nothing) instead of blocking the
+   category.
 
 The block's exception always propagates unchanged; translate it after the block.
 """
@@ -39,7 +40,7 @@ import anyio
 
 from tradeguard.fsm import BreakerState, ReliabilityLayer
 from tradeguard.fsm.effects import Alert, Effect
-from tradeguard.fsm.events import ApiCall, Observation, RateLimitUsage
+from tradeguard.fsm.events import ApiCall, Observation, ProbeAbandoned, RateLimitUsage
 from tradeguard.io.broker import CircuitOpen
 from tradeguard.io.faults import classify
 
@@ -160,7 +161,7 @@ async def guarded_call(sink: ObservationSink, category: str) -> AsyncIterator[Gu
         yield call
     except anyio.get_cancelled_exc_class():
         if probing:
-            _free_probe(sink, category, anyio.current_time() - started)
+            _free_probe(sink, category)
         raise
     except Exception as exc:
         latency = anyio.current_time() - started
@@ -168,7 +169,7 @@ async def guarded_call(sink: ObservationSink, category: str) -> AsyncIterator[Gu
         if failure is None:
             # A bug, not the venue: nothing to report, but a probe slot must not leak.
             if probing:
-                _free_probe(sink, category, latency)
+                _free_probe(sink, category)
             raise
         _report(sink, ApiCall(category, False, failure.status, latency))
         _report_usage(sink, call)
@@ -280,8 +281,8 @@ def _alert_credentials(
         log.critical("ALERT %s: %s", alert.title, alert.detail)
 
 
-def _free_probe(sink: ObservationSink, category: str, latency: float) -> None:
-    # The layer frees a HALF_OPEN probe slot only when the probe's outcome is observed; a slot
-    # never freed would leave the breaker refusing every call for good. Report it failed.
+def _free_probe(sink: ObservationSink, category: str) -> None:
+    # A HALF_OPEN probe slot is freed only by an observation; a slot never freed would leave
+    # the breaker refusing every call for good. The API said nothing: no failure is counted.
     with contextlib.suppress(RuntimeError):  # the runtime already closed: nothing to heal
-        sink.observe(ApiCall(category, False, None, max(0.0, latency)))
+        sink.observe(ProbeAbandoned(category))

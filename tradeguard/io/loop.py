@@ -324,8 +324,7 @@ class _Plan:
         """Whether the order opens or adds to the position; ``None`` if it is unknown."""
         if self.position is None:
             return None
-        reducible = self.position if self.intent.side is Side.SELL else -self.position
-        return not _ZERO < self.intent.quantity <= reducible
+        return not self.intent.reduces(self.position)
 
 
 @final

@@ -11,8 +11,9 @@ orders, `CancelOrders` the listed ones) and hands `Alert`s to the alert sinks, t
 effect to the registered callbacks and every transition record to the subscribers. A callback
 that raises crashes the runtime: the error leaves ``async with`` instead of being logged and
 lost. A cancel the venue refuses is not a crash: the broker already reported the failed call
-to the layer, the runtime raises an alert saying which orders may still be open, and it sends
-the cancel again as soon as the API answers again (a breaker closes, or api_health recovers).
+to the layer, the runtime raises an alert saying which orders may still be open and reports
+`CancelFailed`; the layer keeps it (in snapshots too) and asks for the cancel again as soon as
+the API answers again (a breaker closes, or api_health recovers).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from tradeguard.errors import RuntimeClosed, RuntimeNotRunning
 from tradeguard.fsm import ReliabilityLayer, TradingMode
 from tradeguard.fsm.effects import (
     Alert,
@@ -40,7 +42,7 @@ from tradeguard.fsm.effects import (
     Reconnect,
     Transitioned,
 )
-from tradeguard.fsm.events import Observation
+from tradeguard.fsm.events import CancelFailed, Observation
 from tradeguard.io import profiling
 from tradeguard.io.broker import BOT_PREFIX, Broker, BrokerError
 
@@ -112,8 +114,6 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self.alert_sinks = alert_sinks
         self.bot_prefix = bot_prefix
         self._preflight = preflight
-        # Cancels that failed: (order ids, or None for every open bot order; reason).
-        self._unsent_cancels: list[tuple[tuple[str, ...] | None, str]] = []
         self._subscribers: list[MemoryObjectSendStream[Record]] = []
         self._clock = layer.clock
         self._send, self._receive = anyio.create_memory_object_stream[Effect](math.inf)
@@ -206,7 +206,7 @@ class Runtime(anyio.AsyncContextManagerMixin):
 
         Raises:
             InvalidObservation: bad arguments (nothing changed).
-            RuntimeError: the runtime is closed.
+            RuntimeClosed: the runtime is closed.
         """
         self._require_open()
         return await self._run_now(self.layer.halt(reason, symbol, ttl, mode))
@@ -242,11 +242,11 @@ class Runtime(anyio.AsyncContextManagerMixin):
     def _require_open(self) -> None:
         # Checked before the layer changes: a closed runtime could not run the effects.
         if self._closed:
-            raise RuntimeError("Runtime is closed: nothing can be observed or run any more")
+            raise RuntimeClosed("Runtime is closed: nothing can be observed or run any more")
 
     def _publish(self, effects: list[Effect]) -> None:
         if effects and self._closed:
-            raise RuntimeError(f"Runtime is closed; these effects cannot run: {effects!r}")
+            raise RuntimeClosed(f"Runtime is closed; these effects cannot run: {effects!r}")
         for effect in effects:
             self._send.send_nowait(effect)
         self._queued += len(effects)
@@ -263,7 +263,7 @@ class Runtime(anyio.AsyncContextManagerMixin):
         wherever ``start`` was called from.
         """
         if self._task_group is None:
-            raise RuntimeError("Runtime is not running: use `async with Runtime(layer)`")
+            raise RuntimeNotRunning("Runtime is not running: use `async with Runtime(layer)`")
         with self.profiled():  # the task copies this context when it starts
             return await self._task_group.start(fn, *args)
 
@@ -359,12 +359,6 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 await self._cancel(effect.order_ids, effect.reason)
             case Alert():
                 await self._alert(effect)
-            case Transitioned() if self._unsent_cancels and _api_answers_again(effect):
-                # A cancel the outage ate is retried as soon as the API answers again: an
-                # order left open while trading is restricted is exactly what it was for.
-                retries, self._unsent_cancels = self._unsent_cancels, []
-                for order_ids, reason in retries:
-                    await self._cancel(order_ids, f"retry: {reason}")
             case _:
                 pass
 
@@ -382,8 +376,9 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 log.info("cancelled %d order(s) (%s)", len(cancelled), reason)
         except (BrokerError, OSError, TimeoutError) as err:  # cancellation passes through
             # The broker already reported the failed call to the layer; say what may be left,
-            # and keep the request to retry once the API answers again.
-            self._unsent_cancels.append((order_ids, reason))
+            # and hand the request to the layer, which asks again once the API answers again.
+            if not self._closed:  # closed: nothing could run the retry any more
+                self._publish(self.layer.observe(CancelFailed(order_ids or None, reason)))
             which = "every open bot order" if order_ids is None else ", ".join(order_ids)
             detail = f"{which}: {err} ({reason}); retried when the API answers again"
             await self._alert(Alert("critical", "cancel failed", detail))
@@ -415,10 +410,3 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 feed.max_attempts_exceeded(effect.pause_seconds)
             case _:
                 pass
-
-
-def _api_answers_again(record: Transitioned) -> bool:
-    """A breaker closed, or api_health stopped seeing its fault: calls get through again."""
-    if record.machine.startswith("breaker:"):
-        return record.dest == "CLOSED"
-    return record.machine == "api_health" and record.source == "TRIPPED"

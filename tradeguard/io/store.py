@@ -51,7 +51,13 @@ from typing import Any, Self, assert_never, final
 import anyio
 
 from tradeguard.config import Settings
-from tradeguard.errors import InvalidObservation, StoreError
+from tradeguard.errors import (
+    InvalidObservation,
+    InvalidRecord,
+    InvalidSnapshot,
+    StoreError,
+    StoreNotOpen,
+)
 from tradeguard.fsm import Decision, OrderIntent, ReliabilityLayer
 from tradeguard.fsm.effects import (
     Alert,
@@ -171,18 +177,20 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _to_json(value: object, what: str, *, finite: bool = True) -> str:
+def _to_json(
+    value: object, what: str, error: type[InvalidObservation], *, finite: bool = True
+) -> str:
     if not isinstance(value, Mapping):
-        raise InvalidObservation(f"{what} must be a JSON-ready mapping, got {value!r}")
+        raise error(f"{what} must be a JSON-ready mapping, got {value!r}")
     try:
         return json.dumps(value, allow_nan=not finite, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as err:
-        raise InvalidObservation(f"{what} is not JSON-ready: {err}") from err
+        raise error(f"{what} is not JSON-ready: {err}") from err
 
 
-def _require_time(value: object, what: str) -> float:
+def _require_time(value: object, what: str, error: type[InvalidObservation]) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidObservation(f"{what} must be finite wall-clock seconds, got {value!r}")
+        raise error(f"{what} must be finite wall-clock seconds, got {value!r}")
     return float(value)
 
 
@@ -244,7 +252,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         if self._used:
-            raise RuntimeError("an EventStore is opened once; make a new one")
+            raise StoreNotOpen("an EventStore is opened once; make a new one")
         self._used = True
         # Shielded: a connection opened by the thread after a cancellation would leak.
         with anyio.CancelScope(shield=True):
@@ -284,13 +292,14 @@ class EventStore(anyio.AsyncContextManagerMixin):
             The event's id: ids grow in the order events were appended.
 
         Raises:
-            InvalidObservation: an unknown kind, a bad time, a record that is not JSON-ready.
+            InvalidRecord: an unknown kind, a bad time, a record that is not JSON-ready.
+            InvalidSnapshot: ``snapshot`` is not a JSON-ready mapping.
             StoreError: the write failed (read-only, full disk, ...); nothing was written.
         """
         if kind not in KINDS:
-            raise InvalidObservation(f"unknown event kind {kind!r}; expected one of {KINDS}")
-        when = _require_time(wall_time, "wall_time")
-        text = _to_json(record, "record")
+            raise InvalidRecord(f"unknown event kind {kind!r}; expected one of {KINDS}")
+        when = _require_time(wall_time, "wall_time", InvalidRecord)
+        text = _to_json(record, "record", InvalidRecord)
         snap = None if snapshot is None else self._snapshot_row(snapshot, when)
 
         def run(conn: sqlite3.Connection) -> int:
@@ -310,7 +319,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         """Replace the stored snapshot with ``snapshot`` (a `ReliabilityLayer.snapshot()`).
 
         Raises:
-            InvalidObservation: not a JSON-ready mapping.
+            InvalidSnapshot: not a JSON-ready mapping.
             StoreError: the write failed; the previous snapshot is kept.
         """
         row = self._snapshot_row(snapshot, time.time())
@@ -364,7 +373,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         params: list[Any] = []
         if since is not None:
             clauses.append("wall_time >= ?")
-            params.append(_require_time(since, "since"))
+            params.append(_require_time(since, "since", InvalidObservation))
         if kinds is not None:
             if isinstance(kinds, str):
                 raise InvalidObservation(f"kinds must be a collection of kinds, got {kinds!r}")
@@ -399,7 +408,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         self, run: Callable[[sqlite3.Connection], Any], what: str, *, writes: bool = False
     ) -> Any:
         if self._conn is None:
-            raise RuntimeError("EventStore is not open: use `async with EventStore(path)`")
+            raise StoreNotOpen("EventStore is not open: use `async with EventStore(path)`")
         if writes and self.read_only:
             raise StoreError(str(self.path), f"cannot {what}: the store was opened read-only")
         job = _Job(run, what)
@@ -423,7 +432,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
             job = self._queue.popleft()
             try:
                 if self._conn is None:
-                    raise RuntimeError("EventStore is closed")
+                    raise StoreNotOpen("EventStore is closed")
                 job.result = job.run(self._conn)
             except (sqlite3.Error, OSError) as err:
                 job.error = self._error(f"cannot {job.what}", err)
@@ -454,7 +463,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
     def _snapshot_row(self, snapshot: Mapping[str, Any], default: float) -> tuple[float, str]:
         # Deadlines may be infinite (a restriction that never lifts by itself): Python's JSON
         # keeps them, and this file is read back only by tradeguard.
-        body = _to_json(snapshot, "snapshot", finite=False)
+        body = _to_json(snapshot, "snapshot", InvalidSnapshot, finite=False)
         saved_at = snapshot.get("saved_at")
         if type(saved_at) is float and math.isfinite(saved_at):
             return saved_at, body
@@ -753,10 +762,10 @@ class StoreRecorder:
         """Archive a refused order decision, with its reasons.
 
         Raises:
-            InvalidObservation: the decision allowed the order.
+            InvalidRecord: the decision allowed the order.
         """
         if decision.allowed:
-            raise InvalidObservation(f"not a refusal: {decision!r}")
+            raise InvalidRecord(f"not a refusal: {decision!r}")
         record: dict[str, Any] = {
             "symbol": symbol,
             "mode": decision.mode.name,
@@ -771,7 +780,7 @@ class StoreRecorder:
         """Archive an operator action (``"halt"``, ``"resume"``, ``"reset"``, ...) and its
         details (JSON-ready: who, why, which guard or symbol)."""
         if not isinstance(action, str) or not action.strip():
-            raise InvalidObservation(f"action must be a non-empty string, got {action!r}")
+            raise InvalidRecord(f"action must be a non-empty string, got {action!r}")
         await self.store.append("operator", {"action": action, **fields}, self._wall_clock())
 
     async def record_preflight(self, report: Mapping[str, Any]) -> None:
@@ -803,7 +812,7 @@ async def open_layer(
         return ReliabilityLayer(settings, clock, rng=rng, wall_clock=wall_clock)
     try:
         return ReliabilityLayer.restore(settings, saved, clock, wall_clock, rng=rng)
-    except InvalidObservation as err:
+    except InvalidSnapshot as err:
         if not store.start_fresh:
             cause = f"its snapshot cannot be restored ({err}); start_fresh=True starts without it"
             raise StoreError(str(store.path), cause) from err

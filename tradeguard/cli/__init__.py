@@ -1,6 +1,10 @@
 """The ``tradeguard`` command: ``demo``, ``replay``, ``preflight``, ``status``, ``events`` and
 ``diagrams``."""
 
+# The parser lives here; each subcommand's work lives in its own module (demo, replay, status
+# for `status` and `events`, preflight, diagrams, exchange), imported only when that command
+# runs, so `tradeguard --help` loads no I/O.
+
 from __future__ import annotations
 
 import argparse
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "exchange":
-        from tradeguard._exchange_cli import run_exchange_command
+        from tradeguard.cli.exchange import run_exchange_command
 
         return run_exchange_command(parser, args)
     if args.command == "preflight":
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("status", "events"):
         return _status_or_events(parser, args)
     if args.command == "diagrams":
-        from tradeguard._diagrams import write_diagrams
+        from tradeguard.cli.diagrams import write_diagrams
 
         for path in write_diagrams(args.out, args.readme):
             print(f"wrote {path}")
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tradeguard.errors import ConfigError
 
     if args.command == "replay":
-        from tradeguard._replay import run_replay
+        from tradeguard.cli.replay import run_replay
 
         try:
             return run_replay(seed=args.seed, out=sys.stdout, environ=os.environ)
@@ -122,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if len(symbols) < 2 or args.duration < 30:
         parser.error("demo needs at least two --symbols and a --duration of at least 30")
-    from tradeguard._live_demo import run_live_demo
+    from tradeguard.cli.demo import run_live_demo
 
     try:
         return run_live_demo(
@@ -142,7 +146,7 @@ def _preflight(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if not symbols:
         parser.error("--symbols needs at least one symbol")
-    from tradeguard._preflight_cli import environment, run_preflight_command
+    from tradeguard.cli.preflight import environment, run_preflight_command
 
     return run_preflight_command(
         profile=args.profile,
@@ -161,7 +165,7 @@ def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace)
     """``status`` and ``events``: validate the usage (exit 2), then read (exit 1 if unreadable)."""
     import time
 
-    from tradeguard import _inspect
+    from tradeguard.cli import status as status_command
     from tradeguard.config import Settings
     from tradeguard.errors import ConfigError
 
@@ -178,7 +182,7 @@ def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.command == "status":
         if url is not None and not url.startswith(("http://", "https://")):
             parser.error(f"--url must be an http:// or https:// URL, got {url!r}")
-        return _inspect.run_status(
+        return status_command.run_status(
             store=store,
             url=url,
             settings=settings,
@@ -189,7 +193,7 @@ def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace)
     since = None
     if args.since is not None:
         try:
-            since = _inspect.parse_since(args.since, time.time())
+            since = status_command.parse_since(args.since, time.time())
         except ValueError as err:
             parser.error(f"--since: {err}")
     unknown = sorted(set(args.kind or ()) - set(_KINDS))
@@ -198,7 +202,7 @@ def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
     assert store is not None
-    return _inspect.run_events(
+    return status_command.run_events(
         store=store,
         since=since,
         kinds=args.kind,
@@ -207,7 +211,3 @@ def _status_or_events(parser: argparse.ArgumentParser, args: argparse.Namespace)
         out=sys.stdout,
         err=sys.stderr,
     )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -16,10 +16,8 @@ from decimal import Decimal
 from typing import TextIO, assert_never
 
 from tradeguard.config import KNOBS, Settings
-from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS
+from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, OrderIntent, ReliabilityLayer, Side
 from tradeguard.fsm import events as ev
-from tradeguard.fsm._layer import ReliabilityLayer
-from tradeguard.fsm._orders import OrderIntent, Side
 from tradeguard.fsm.effects import (
     Alert,
     CancelOpenOrders,
@@ -271,7 +269,7 @@ class _Replay:
                 self.background()
 
     def main(self) -> int:
-        self.say("tradeguard demo: every decision-matrix row, replayed in virtual time")
+        self.say("tradeguard replay: every decision-matrix row, replayed in virtual time")
         self.say(f"symbols {', '.join(SYMBOLS)}; position {POSITION} long in each")
         self.run(self.layer.observe(ev.FeedStarted(FEED)))
         self.world.connected = True

@@ -31,7 +31,13 @@ from typing import Any, TextIO
 import anyio
 
 from tradeguard.config import KNOBS, Settings
-from tradeguard.fsm import GLOBAL_GUARDS, SYMBOL_GUARDS, ReliabilityLayer, Side, TradingMode
+from tradeguard.fsm import (
+    GLOBAL_GUARDS,
+    SYMBOL_GUARDS,
+    OrderIntent,
+    ReliabilityLayer,
+    TradingMode,
+)
 from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
 from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.engine import Engine
@@ -128,7 +134,7 @@ class _Demo:
         (judged from the exchange's own books) while anything restricts its symbol, or any
         order while an operator halt pauses it?"""
         held = self.venue.positions.get(request.symbol, Decimal(0))
-        reducing = held * (1 if request.side is Side.SELL else -1) >= request.quantity
+        reducing = OrderIntent(request.symbol, request.side, request.quantity).reduces(held)
         status = self.layer.status()
         scope_status = status["symbols"].get(request.symbol) or {}
         paused = [

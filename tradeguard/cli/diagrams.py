@@ -6,8 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tradeguard.fsm._definition import MachineDefinition
-from tradeguard.fsm._machines import DEFINITIONS
+from tradeguard.fsm import DEFINITIONS, MachineDefinition
 
 __all__ = ["README_BEGIN", "README_END", "readme_section", "write_diagrams"]
 
