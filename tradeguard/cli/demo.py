@@ -34,11 +34,13 @@ from tradeguard.config import KNOBS, Settings
 from tradeguard.fsm import (
     GLOBAL_GUARDS,
     SYMBOL_GUARDS,
+    HaltState,
     OrderIntent,
     ReliabilityLayer,
     TradingMode,
 )
-from tradeguard.fsm.effects import Alert, ModeChanged, Transitioned
+from tradeguard.fsm.effects import Alert, ModeChanged, Reason, Transitioned
+from tradeguard.fsm.views import LayerView
 from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.engine import Engine
 from tradeguard.io.exchange import ExchangeFeedServer, Market, Venue
@@ -135,33 +137,30 @@ class _Demo:
         order while an operator halt pauses it?"""
         held = self.venue.positions.get(request.symbol, Decimal(0))
         reducing = OrderIntent(request.symbol, request.side, request.quantity).reduces(held)
-        status = self.layer.status()
-        scope_status = status["symbols"].get(request.symbol) or {}
-        paused = [
-            "operator halt (PAUSED)"
-            for sc in (status["global"], scope_status)
-            if sc.get("halt", {}).get("state") == "HALTED"
-            and sc.get("halt", {}).get("mode", "PAUSED") == "PAUSED"
-        ]
+        view = self.layer.view()
+        reasons = view.restrictions(request.symbol)
+        unmarked = self.layer.settings.mark_staleness_allow_reduce_only
+        paused = [f"{r.guard} {r.state}" for r in reasons if _pauses(view, r, unmarked)]
         if paused:  # PAUSED refuses closing orders too
             self.violations.append(f"{request.symbol}: order sent while {paused}")
         if reducing:
             return
         self.placed_opening += 1
-        scope = status["symbols"].get(request.symbol)
-        restricting = [
-            f"{name} {g['state']}"
-            for sc in (status["global"], scope or {"guards": {}})
-            for name, g in sc["guards"].items()
-            if name != "preview" and g["state"] != "HEALTHY"
-        ]
-        if scope is None or not scope.get("has_mark", False):
-            restricting.append("no mark")
-        for sc in (status["global"], scope or {}):
-            if sc.get("halt", {}).get("state", "RUNNING") != "RUNNING":
-                restricting.append("operator halt")
-        if restricting:
+        if reasons:
+            restricting = [f"{r.guard} {r.state}" for r in reasons]
             self.violations.append(f"{request.symbol}: opening order while {restricting}")
+
+
+def _pauses(view: LayerView, reason: Reason, reduce_only_without_mark: bool) -> bool:
+    """Whether a restriction refuses closing orders too (PAUSED, not REDUCE_ONLY)."""
+    if reason.guard == "operator":
+        return reason.state == HaltState.HALTED
+    scope = view.scope(reason.scope)
+    guard = None if scope is None else scope.guards.get(reason.guard)
+    # A symbol the layer never saw has no guards yet: its NO_MARK pauses per the knob.
+    if guard is None:
+        return not reduce_only_without_mark
+    return guard.restriction is TradingMode.PAUSED
 
 
 class _AuditedBroker:

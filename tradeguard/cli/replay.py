@@ -245,17 +245,7 @@ class _Replay:
 
     def _restricted(self, symbol: str) -> bool:
         """From the guard states alone (not the mode): is anything restricting ``symbol``?"""
-        status = self.layer.status()
-        scopes = [status["global"], status["symbols"].get(symbol)]
-        if scopes[1] is None or not scopes[1]["has_mark"]:
-            return True
-        for scope in scopes:
-            if scope["halt"]["state"] == "HALTED":
-                return True
-            for name, guard in scope["guards"].items():
-                if name != "preview" and guard["state"] != "HEALTHY":
-                    return True
-        return False
+        return bool(self.layer.view().restrictions(symbol))
 
     def advance_to(self, when: float) -> None:
         """Move time to ``when``, stopping at every mark time and every deadline on the way."""

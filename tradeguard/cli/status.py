@@ -21,6 +21,8 @@ import anyio
 
 from tradeguard.config import Settings
 from tradeguard.errors import StoreError
+from tradeguard.fsm import BreakerState, FeedState, GuardState
+from tradeguard.fsm.views import LayerView, ScopeView
 from tradeguard.io.store import EventStore, open_layer
 
 __all__ = ["parse_since", "run_events", "run_status"]
@@ -92,7 +94,7 @@ def run_status(
             ago = max(0.0, time.time() - saved_at)
             source = f"store {store} (snapshot saved {_when(saved_at)}, {ago:.0f} s ago)"
     if as_json:
-        print(json.dumps(status, indent=2, sort_keys=True), file=out)
+        print(json.dumps(status.to_json(), indent=2, sort_keys=True), file=out)
     else:
         print(f"source: {source}", file=out)
         for line in format_status(status):
@@ -100,64 +102,63 @@ def run_status(
     return 0
 
 
-async def _status_from_store(path: Path, settings: Settings) -> tuple[dict[str, Any], float | None]:
+async def _status_from_store(path: Path, settings: Settings) -> tuple[LayerView, float | None]:
     async with EventStore(path, read_only=True) as store:
         saved = await store.load_snapshot()
         layer = await open_layer(settings, store)
     saved_at = None if saved is None else saved.get("saved_at")
-    return layer.status(), saved_at if isinstance(saved_at, int | float) else None
+    return layer.view(), saved_at if isinstance(saved_at, int | float) else None
 
 
-def _fetch_status(url: str) -> dict[str, Any]:
+def _fetch_status(url: str) -> LayerView:
+    """A runtime's ``/status``, read into the typed view (a ValueError names a bad field)."""
     with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as response:
-        status = json.loads(response.read().decode("utf-8"))
-    if not isinstance(status, dict) or "mode" not in status or "global" not in status:
+        body = json.loads(response.read().decode("utf-8"))
+    if not isinstance(body, dict) or "mode" not in body or "global" not in body:
         raise ValueError("the answer is not a layer status (no 'mode' and 'global')")
-    return status
+    return LayerView.from_json(body)
 
 
-def format_status(status: dict[str, Any]) -> list[str]:
-    """A layer's `ReliabilityLayer.status()` for people, one line per item."""
-    lines = [f"global mode: {status.get('mode', '?')}"]
-    restrictions = list(_restrictions(status.get("global", {}), "global"))
-    symbols: dict[str, Any] = status.get("symbols", {})
-    for symbol, scope in symbols.items():
+def format_status(status: LayerView) -> list[str]:
+    """A layer's view for people, one line per item."""
+    lines = [f"global mode: {status.mode.name}"]
+    restrictions = _restrictions(status.global_scope, "global")
+    for symbol, scope in status.symbols.items():
         restrictions += _restrictions(scope, symbol)
     lines.append("restrictions:" if restrictions else "restrictions: none")
     lines += [f"  {line}" for line in restrictions]
-    if symbols:
+    if status.symbols:
         lines.append("symbols:")
-        for symbol, scope in symbols.items():
-            effective, own = scope.get("effective_mode", "?"), scope.get("mode", "?")
-            note = "" if effective == own else f" (own {own})"
-            mark = "" if scope.get("has_mark", True) else ", no mark yet"
-            lines.append(f"  {symbol}: {effective}{note}{mark}")
-    breakers = {c: b for c, b in status.get("breakers", {}).items() if b.get("state") != "CLOSED"}
-    for category, breaker in breakers.items():
-        lines.append(f"breaker {category}: {breaker.get('state')}")
-    feeds = {n: f for n, f in status.get("feeds", {}).items() if f.get("state") != "CONNECTED"}
-    for name, feed in feeds.items():
-        lines.append(f"feed {name}: {feed.get('state')} (attempts {feed.get('attempts')})")
-    if status.get("preview_enabled") is False:
+        for symbol, scope in status.symbols.items():
+            effective, own = scope.effective_mode, scope.mode
+            note = "" if effective is own else f" (own {own.name})"
+            mark = "" if scope.has_mark else ", no mark yet"
+            lines.append(f"  {symbol}: {effective.name}{note}{mark}")
+    for category, breaker in status.breakers.items():
+        if breaker.state is not BreakerState.CLOSED:
+            lines.append(f"breaker {category}: {breaker.state.name}")
+    for name, feed in status.feeds.items():
+        if feed.state is not FeedState.CONNECTED:
+            lines.append(f"feed {name}: {feed.state.name} (attempts {feed.attempts})")
+    if not status.preview_enabled:
         lines.append("preview: disabled (operator reset of 'preview' re-enables it)")
     return lines
 
 
-def _restrictions(scope: dict[str, Any], where: str) -> list[str]:
+def _restrictions(scope: ScopeView, where: str) -> list[str]:
     found = []
-    for name, guard in scope.get("guards", {}).items():
-        state = guard.get("state")
-        if state == "HEALTHY":
+    for name, guard in scope.guards.items():
+        if guard.state is GuardState.HEALTHY:
             continue
-        left = guard.get("seconds_until_lift")
+        left = guard.seconds_until_lift
         when = "fault present" if left is None else f"lifts in {_seconds(left)}"
-        found.append(f"{name} ({where}): {state}, {guard.get('restriction')}, {when}")
-    halt = scope.get("halt", {})
-    if halt.get("state", "RUNNING") != "RUNNING":
-        left = halt.get("seconds_until_lift")
+        found.append(f"{name} ({where}): {guard.state.name}, {guard.restriction.name}, {when}")
+    halt = scope.halt
+    if halt.in_force:
+        left = halt.seconds_until_lift
         when = "until resumed" if left is None else f"lifts in {_seconds(left)}"
-        state, mode, reason = halt.get("state"), halt.get("mode", "PAUSED"), halt.get("reason")
-        found.append(f"operator ({where}): {state}, {mode}, {when}, reason {reason!r}")
+        state, mode = halt.state.name, halt.mode.name
+        found.append(f"operator ({where}): {state}, {mode}, {when}, reason {halt.reason!r}")
     return found
 
 

@@ -77,6 +77,7 @@ from tradeguard.fsm.events import (
     SlippageCheck,
     ValidationCheck,
 )
+from tradeguard.fsm.views import LayerView
 
 __all__ = ["GLOBAL_GUARDS", "SYMBOL_GUARDS", "GuardStatus", "ReliabilityLayer"]
 
@@ -665,6 +666,11 @@ class ReliabilityLayer:
             UnknownFeed: no feed of that name was started.
         """
         return self._feed(name).state
+
+    def view(self) -> LayerView:
+        """Every machine as typed, frozen values (`tradeguard.fsm.views`), after any timer
+        already due. Read this rather than picking `status()` apart by key."""
+        return LayerView.from_json(self.status())
 
     def status(self) -> dict[str, Any]:
         """Every machine, JSON-ready (a fresh dict each call), after any timer already due."""

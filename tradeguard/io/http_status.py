@@ -25,7 +25,9 @@ import anyio
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from tradeguard.fsm import BreakerState, FeedState, GuardState, TradingMode
+from tradeguard.fsm import BreakerState, FeedState, TradingMode
+from tradeguard.fsm.effects import Reason
+from tradeguard.fsm.views import LayerView, ScopeView
 from tradeguard.io._http import serving
 from tradeguard.io.metrics import GLOBAL_SCOPE, Metrics
 from tradeguard.io.runtime import Runtime
@@ -33,8 +35,6 @@ from tradeguard.io.runtime import Runtime
 __all__ = ["Health", "HealthStatus", "StatusServer"]
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
-
-_ALLOW, _PAUSED = TradingMode.ALLOW.name, TradingMode.PAUSED.name
 
 
 @final
@@ -58,32 +58,40 @@ class Health:
     reasons: tuple[str, ...] = ()
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> Health:
-        """Judge a ``ReliabilityLayer.status()`` view."""
+    def from_view(cls, view: LayerView) -> Health:
+        """Judge a layer's `LayerView` (``layer.view()``)."""
         unhealthy: list[str] = []
         degraded: list[str] = []
-        scopes = [(GLOBAL_SCOPE, status["global"]), *status["symbols"].items()]
-        for scope, view in scopes:
-            mode = view["mode"]
-            if mode == _ALLOW:
+        scopes = [(GLOBAL_SCOPE, view.global_scope), *view.symbols.items()]
+        for scope, scope_view in scopes:
+            if scope_view.mode is TradingMode.ALLOW:
                 continue
-            line = f"{scope} mode {mode}: {', '.join(_restrictions(view)) or 'no reason given'}"
-            if scope == GLOBAL_SCOPE and mode == _PAUSED:
+            reasons = scope_view.restrictions()
+            why = ", ".join(_describe(r, scope_view) for r in reasons) or "no reason given"
+            line = f"{scope} mode {scope_view.mode.name}: {why}"
+            if scope_view.symbol is None and scope_view.mode is TradingMode.PAUSED:
                 unhealthy.append(line)
             else:
                 degraded.append(line)
-        for feed, view in status["feeds"].items():
-            if view["state"] == FeedState.DEGRADED.name:
-                unhealthy.append(
-                    f"feed {feed} DEGRADED after {view['attempts']} reconnect attempts"
-                )
-        for category, view in status["breakers"].items():
-            if view["state"] == BreakerState.OPEN.name:
+        for name, feed in view.feeds.items():
+            if feed.state is FeedState.DEGRADED:
+                unhealthy.append(f"feed {name} DEGRADED after {feed.attempts} reconnect attempts")
+        for category, breaker in view.breakers.items():
+            if breaker.state is BreakerState.OPEN:
                 unhealthy.append(f"circuit breaker {category} OPEN")
-        if not status["preview_enabled"]:
+        if not view.preview_enabled:
             degraded.append("preview disabled")
         verdict: HealthStatus = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
         return cls(verdict, (*unhealthy, *degraded))
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> Health:
+        """Judge a ``ReliabilityLayer.status()`` document (a runtime's ``/status``).
+
+        Raises:
+            InvalidObservation: the document is not a status (the bad field is named).
+        """
+        return cls.from_view(LayerView.from_json(status))
 
     @property
     def http_status(self) -> int:
@@ -91,20 +99,11 @@ class Health:
         return 503 if self.status == "unhealthy" else 200
 
 
-def _restrictions(scope: Mapping[str, Any]) -> list[str]:
-    found = []
-    for name, guard in scope["guards"].items():
-        if guard["state"] == GuardState.HEALTHY.name or guard["restriction"] == _ALLOW:
-            continue
-        left = guard["seconds_until_lift"]
-        lifts = "" if left is None else f" (may lift in {left:.1f} s)"
-        found.append(f"{name} {guard['state']}{lifts}")
-    if scope.get("has_mark") is False:
-        found.append("mark_staleness NO_MARK")
-    halt = scope["halt"]
-    if halt["state"] == "HALTED":
-        found.append(f"operator HALTED ({halt['reason']})")
-    return found
+def _describe(reason: Reason, scope: ScopeView) -> str:
+    left = reason.seconds_until_lift
+    lifts = "" if left is None else f" (may lift in {left:.1f} s)"
+    said = f" ({scope.halt.reason})" if reason.guard == "operator" else ""
+    return f"{reason.guard} {reason.state}{said}{lifts}"
 
 
 @final
@@ -151,7 +150,7 @@ class StatusServer(anyio.AsyncContextManagerMixin):
         )
 
     async def _health(self, request: web.Request) -> web.Response:
-        health = Health.from_status(self.runtime.layer.status())
+        health = Health.from_view(self.runtime.layer.view())
         body = {"status": health.status, "reasons": list(health.reasons)}
         return web.json_response(body, status=health.http_status)
 

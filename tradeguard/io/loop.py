@@ -451,7 +451,7 @@ class TradingLoop:
         else:
             self._runtime.observe(BrokerRead("balances", ok=True))
             detail = f"balances read: {len(balances)} currencies"
-        mode: str = self._layer.status()["mode"]
+        mode = self._layer.mode().name
         event = LoopEvent("health", detail=detail, mode=mode)
         self._emit(event)
         return event

@@ -7,7 +7,7 @@ runtimes in one process never mix their series. Three kinds of input feed it:
 
 * effects, through ``runtime.on_effect(metrics.on_effect)``: every `Transitioned` record
   counts one ``{prefix}_transitions_total{machine,from,to}``;
-* reads of the layer, through `refresh`: every machine gauge is set from ``layer.status()``
+* reads of the layer, through `refresh`: every machine gauge is set from ``layer.view()``
   (a gauge is a picture of now, so it is read rather than accumulated); `run` refreshes
   periodically and `tradeguard.io.http_status.StatusServer` refreshes before each scrape;
 * callers: `count_refusal` for each refused decision, `record_sample` / `observe_phase` for
@@ -55,7 +55,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, Protocol, final
+from typing import Protocol, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -70,6 +70,7 @@ from tradeguard.fsm import (
     TradingMode,
 )
 from tradeguard.fsm.effects import Effect, Transitioned
+from tradeguard.fsm.views import ScopeView
 from tradeguard.io import profiling
 from tradeguard.io.loop import LoopEvent
 from tradeguard.io.profiling import ProfileSample
@@ -348,41 +349,43 @@ class Metrics:
     # ------------------------------------------------------------------ reads
 
     def refresh(self, layer: ReliabilityLayer) -> None:
-        """Set every machine gauge, and the memory gauge, from ``layer.status()`` now."""
+        """Set every machine gauge, and the memory gauge, from ``layer.view()`` now."""
         if self._store is not None:
             self._cache_size.set(self._store.pending)
         if self._feeds:
             self._fill_ratio.set(max(min(1.0, f.buffered / f.queue_size) for f in self._feeds))
-        status = layer.status()
-        now = layer.clock()
+        view = layer.view()
         guards: dict[LabelValues, float] = {}
         until_lift: dict[LabelValues, float] = {}
-        modes: dict[LabelValues, float] = {(GLOBAL_SCOPE,): TradingMode[status["mode"]].value}
-        scopes: list[tuple[str, Mapping[str, Any]]] = [(GLOBAL_SCOPE, status["global"])]
-        for symbol, scope_status in status["symbols"].items():
-            scopes.append((symbol, scope_status))
-            modes[(symbol,)] = TradingMode[scope_status["effective_mode"]].value
-        for scope, scope_status in scopes:
-            for guard, view in scope_status["guards"].items():
-                states = _MARK_STATES if guard == "mark_staleness" else _GUARD_STATES
-                _state_set(guards, (guard, scope), states, view["state"])
-                until_lift[(guard, scope)] = _guard_until_lift(view)
-            until_lift[("operator", scope)] = _halt_until_lift(scope_status["halt"], now)
+        modes: dict[LabelValues, float] = {(GLOBAL_SCOPE,): view.mode.value}
+        scopes: list[tuple[str, ScopeView]] = [(GLOBAL_SCOPE, view.global_scope)]
+        for symbol, scope_view in view.symbols.items():
+            scopes.append((symbol, scope_view))
+            modes[(symbol,)] = scope_view.effective_mode.value
+        for scope, scope_view in scopes:
+            for name, guard in scope_view.guards.items():
+                states = _MARK_STATES if name == "mark_staleness" else _GUARD_STATES
+                _state_set(guards, (name, scope), states, guard.state)
+                until_lift[(name, scope)] = _until_lift(
+                    guard.state is not GuardState.HEALTHY, guard.seconds_until_lift
+                )
+            halt = scope_view.halt
+            until_lift[("operator", scope)] = _until_lift(halt.in_force, halt.seconds_until_lift)
         breakers: dict[LabelValues, float] = {}
-        for category, view in status["breakers"].items():
-            _state_set(breakers, (category,), BreakerState, view["state"])
+        for category, breaker in view.breakers.items():
+            _state_set(breakers, (category,), BreakerState, breaker.state)
         feed_states: dict[LabelValues, float] = {}
         attempts: dict[LabelValues, float] = {}
         ages: dict[LabelValues, float] = {}
         gaps: dict[LabelValues, float] = {}
         dropped: dict[LabelValues, float] = {}
-        for feed, view in status["feeds"].items():
-            _state_set(feed_states, (feed,), FeedState, view["state"])
-            attempts[(feed,)] = view["attempts"]
-            if view["last_message_age"] is not None:
-                ages[(feed,)] = view["last_message_age"]
-            gaps[(feed,)] = view["sequence_gaps"]
-            dropped[(feed,)] = view["dropped_messages"]
+        for name, feed in view.feeds.items():
+            _state_set(feed_states, (name,), FeedState, feed.state)
+            attempts[(name,)] = feed.attempts
+            if feed.last_message_age is not None:
+                ages[(name,)] = feed.last_message_age
+            gaps[(name,)] = feed.sequence_gaps
+            dropped[(name,)] = feed.dropped_messages
         self._guard_state.update(guards)
         self._until_lift.update(until_lift)
         self._mode.update(modes)
@@ -455,24 +458,17 @@ def _state_set(
     into: dict[LabelValues, float],
     labels: LabelValues,
     states: Iterable[StrEnum],
-    current: str,
+    current: StrEnum,
 ) -> None:
     for state in states:
-        into[(*labels, state.name)] = 1.0 if state.name == current else 0.0
+        into[(*labels, state.name)] = 1.0 if state is current else 0.0
 
 
-def _guard_until_lift(view: Mapping[str, Any]) -> float:
-    if view["state"] == GuardState.HEALTHY.name:
+def _until_lift(restricting: bool, seconds_left: float | None) -> float:
+    """0 when nothing restricts; the time left; +Inf while the fault (or an open halt) holds."""
+    if not restricting:
         return 0.0
-    left = view["seconds_until_lift"]
-    return math.inf if left is None else float(left)
-
-
-def _halt_until_lift(halt: Mapping[str, Any], now: float) -> float:
-    if halt["state"] == "RUNNING":  # HALTED (paused) and REDUCED (reduce-only) both restrict
-        return 0.0
-    until = halt["until"]
-    return math.inf if until is None else max(0.0, float(until) - now)
+    return math.inf if seconds_left is None else seconds_left
 
 
 def _rss_megabytes() -> float | None:

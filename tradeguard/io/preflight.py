@@ -43,7 +43,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from tradeguard.config import Settings
 from tradeguard.errors import ConfigError
-from tradeguard.fsm import ReliabilityLayer
+from tradeguard.fsm import BreakerState, GuardState, ReliabilityLayer
 from tradeguard.fsm.effects import Effect
 from tradeguard.io._coinbase import subscribe_message
 from tradeguard.io._ws import direct_connection
@@ -228,15 +228,16 @@ async def _websocket(run: _Run) -> CheckResult:
 
 async def _api_health(run: _Run) -> CheckResult:
     started = time.monotonic()
-    status = run.layer.status()
-    view = status["global"]["guards"]["api_health"]
-    open_breakers = [c for c, b in status["breakers"].items() if b["state"] != "CLOSED"]
+    view = run.layer.view()
+    guard = view.global_scope.guards["api_health"]
+    figures = guard.counters
+    open_breakers = [c for c, b in view.breakers.items() if b.state is not BreakerState.CLOSED]
     detail = (
-        f"error rate {view['error_rate']:.0%} over {view['calls_in_window']} calls, "
-        f"rate-limit usage {view['rate_limit_usage']:.0%}, breakers not closed: "
+        f"error rate {figures['error_rate']:.0%} over {figures['calls_in_window']} calls, "
+        f"rate-limit usage {figures['rate_limit_usage']:.0%}, breakers not closed: "
         f"{', '.join(open_breakers) or 'none'}"
     )
-    if view["state"] != "HEALTHY" or open_breakers:
+    if guard.state is not GuardState.HEALTHY or open_breakers:
         run.api_health_failed = True
         return _result(
             "api_health", started, "error", detail,
