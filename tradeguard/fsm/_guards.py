@@ -15,6 +15,7 @@ also arms or disarms the cooldown timer, so the machine and its deadline never d
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -475,6 +476,9 @@ class ApiHealthGuard(Guard):
     __slots__ = (
         "_buckets",
         "_drain",
+        "_newest",
+        "_newest_ends",
+        "_newest_starts",
         "_usage_expiry",
         "answering",
         "calls",
@@ -512,6 +516,11 @@ class ApiHealthGuard(Guard):
         self.usage_threshold = usage_threshold
         # Each bucket is [index, calls, errors]; lists, so the newest is updated in place.
         self._buckets: deque[list[int]] = deque()
+        # The hot path: the newest bucket and the times [starts, ends) whose index is its own,
+        # so a call in it costs two float compares instead of a division (empty: none).
+        self._newest: list[int] = [0, 0, 0]
+        self._newest_starts = math.inf
+        self._newest_ends = -math.inf
         self.calls = 0
         self.errors = 0
         self.usage = 0.0
@@ -530,24 +539,55 @@ class ApiHealthGuard(Guard):
 
     def observe_call(self, call: ApiCall, at: float) -> list[Effect]:
         """Count one finished API call."""
+        error = not call.ok and call.counts_as_error
+        if self._newest_starts <= at < self._newest_ends:  # hot path: the newest bucket
+            newest = self._newest
+            newest[1] += 1
+            if error:
+                newest[2] += 1
+        else:
+            self._new_call_bucket(at, error)
+        calls = self.calls = self.calls + 1
+        if error:
+            self.errors += 1
+        elif self.state is _HEALTHY and (
+            calls < self.min_calls or self.errors / calls < self.rate_threshold
+        ):
+            # Hot path (`not _error_rate_high()`, inlined). A success can still trip: it may
+            # complete the minimum number of calls while the errors in the window are too many.
+            return []
+        return self._evaluate(at)
+
+    def _new_call_bucket(self, at: float, error: bool) -> None:
+        """Count a call outside the newest bucket's times: in bucket ``at // width``."""
         index = int(at // self.width)
         buckets = self._buckets
-        error = call.counts_as_error
-        if buckets and buckets[-1][0] == index:
+        if buckets and buckets[-1][0] == index:  # a restored bucket, or a clock read late
             newest = buckets[-1]
             newest[1] += 1
             newest[2] += error
         else:
-            buckets.append([index, 1, int(error)])
+            newest = [index, 1, int(error)]
+            buckets.append(newest)
             self._evict(at)
-        self.calls += 1
-        if error:
-            self.errors += 1
-        elif self.state is _HEALTHY and not self._error_rate_high():
-            # Hot path. A success can still trip: it may complete the minimum number of calls
-            # while the errors already in the window are over the threshold.
-            return []
-        return self._evaluate(at)
+        self._newest = newest
+        self._newest_starts = self._first_time_of(index)
+        self._newest_ends = self._first_time_of(index + 1)
+
+    def _first_time_of(self, index: int) -> float:
+        """The earliest time ``t`` with ``t // width >= index``: the bucket index is read by
+        that very division, so the bounds agree with it to the last bit of rounding."""
+        width = self.width
+        t = index * width
+        while t // width >= index:
+            t = math.nextafter(t, -math.inf)
+        while t // width < index:
+            t = math.nextafter(t, math.inf)
+        return t
+
+    def _forget_newest(self) -> None:
+        self._newest_starts = math.inf
+        self._newest_ends = -math.inf
 
     def observe_usage(
         self, usage: float, at: float, reset_after: float | None = None
@@ -591,6 +631,8 @@ class ApiHealthGuard(Guard):
             _, calls, errors = buckets.popleft()
             self.calls -= calls
             self.errors -= errors
+            if not buckets:  # the newest bucket is gone too
+                self._forget_newest()
 
     def _window_moved(self, at: float) -> list[Effect]:
         return self._evaluate(at)
@@ -640,6 +682,7 @@ class ApiHealthGuard(Guard):
 
     def _clear(self) -> None:
         self._buckets.clear()
+        self._forget_newest()
         self.calls = self.errors = 0
         self.usage = 0.0
         Timers.disarm(self._drain)
@@ -677,6 +720,7 @@ class ApiHealthGuard(Guard):
         # has no deadline: its reading stands until a fresh one replaces it (never looser).
         if until is not None:
             self._arm_usage_expiry(to_mono(float(until)))
+        self._forget_newest()
         for start, calls, errors in saved.get("buckets", []):
             index = round(to_mono(start) / self.width)
             self._buckets.append([index, int(calls), int(errors)])

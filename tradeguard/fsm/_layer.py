@@ -99,6 +99,7 @@ _OBSERVATIONS = frozenset(get_args(Observation))
 _HALT_MODES = (TradingMode.REDUCE_ONLY, TradingMode.PAUSED)
 
 _ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, TradingMode.PAUSED
+_CLOSED = BreakerState.CLOSED
 _ZERO = Decimal(0)
 _SNAPSHOT_VERSION = 1
 # One shared answer for the common case: decisions are immutable, so ALLOW allocates nothing.
@@ -167,6 +168,11 @@ class ReliabilityLayer:
         self._last_now = -math.inf
         self._due_at = math.inf  # never later than the next deadline (`Timers.earliest`)
         self._refusals: dict[str, _Refusal] = {}
+        # Symbols whose effective mode is ALLOW (`decide()` answers them with `_ALLOWED` at the
+        # cost of one set lookup): filled by `decide()` as it finds them, emptied with
+        # `_refusals` whenever anything changes.
+        self._allowed: set[str] = set()
+        self._checked_position: Decimal | None = None  # the last position `decide()` checked
         self._unsent_cancels: list[_Unsent] = []
         self._policy = BackoffPolicy.from_settings(settings)
         s = settings
@@ -249,8 +255,17 @@ class ReliabilityLayer:
             InvalidTransition: the feed's state forbids the event (e.g. after CLOSED).
         """
         if type(observation) is ApiCall:  # the hot path: every call to the API
-            if observation.category not in self._categories:
-                self._require_category(observation.category)
+            category = observation.category
+            if category not in self._categories:
+                self._require_category(category)
+            if observation.ok and not self._pending:
+                breaker = self._breakers.get(category)
+                # A success changes nothing in a CLOSED breaker counting no failures: skip it.
+                if breaker is not None and breaker.state is _CLOSED and not breaker.failures:
+                    now = self._clock()
+                    if self._last_now <= now < self._due_at:  # no timer due, clock not back
+                        self._last_now = now
+                        return self._api_succeeded(observation, now)
             return self._run(self._api_call, observation)
         if type(observation) not in _OBSERVATIONS:
             raise TypeError(
@@ -296,6 +311,7 @@ class ReliabilityLayer:
         except Exception:
             if effects:
                 self._pending = effects
+                self._forget_decisions()  # the timers applied may have moved a mode
             raise
         if effects:
             effects += changed
@@ -303,8 +319,14 @@ class ReliabilityLayer:
             effects = changed
         self._due_at = self._timers.earliest
         if effects:
-            self._refusals.clear()  # something changed: refusals are rebuilt when asked
+            self._forget_decisions()  # something changed: decisions are rebuilt when asked
         return effects
+
+    def _forget_decisions(self) -> None:
+        """Drop what `decide()` keeps between changes. Every mode change is an effect
+        (`Scope.refresh`), so calling this whenever a change returned effects is enough."""
+        self._refusals.clear()
+        self._allowed.clear()
 
     def _catch_up(self) -> float:
         """Before a read: apply the timers already due (their effects are kept for the next
@@ -394,6 +416,16 @@ class ReliabilityLayer:
             return effects + self._settle(None, now)
         effects = self._api.observe_call(call, now)
         return effects + self._settle(None, now) if effects else effects
+
+    def _api_succeeded(self, call: ApiCall, now: float) -> list[Effect]:
+        """`_run` of `_api_call` for a success that leaves the breaker as it is, with the clock
+        read and checked and no timer due: only api_health counts it."""
+        effects = self._api.observe_call(call, now)
+        if effects:
+            effects += self._settle(None, now)
+            self._forget_decisions()
+        self._due_at = self._timers.earliest
+        return effects
 
     def _settled(self, effects: list[Effect], symbol: str | None, at: float) -> list[Effect]:
         return effects + self._settle(symbol, at) if effects else effects
@@ -502,23 +534,30 @@ class ReliabilityLayer:
                 or ``None``.
             InvalidObservation: ``position`` is not finite.
         """
-        # One identity test each on the hot path; the messages are built only on failure.
+        # Identity tests on the hot path; the messages are built only on failure.
         if type(intent) is not OrderIntent:
             raise TypeError(
                 f"decide() intent must be an OrderIntent, got {type(intent).__name__} {intent!r}"
             )
-        if position is not None and (type(position) is not Decimal or not position.is_finite()):
-            _bad_position(position)
+        if position is not self._checked_position and position is not None:
+            if type(position) is not Decimal or not position.is_finite():
+                _bad_position(position)
+            # A Decimal is immutable: the same object passed again (a caller keeps one until
+            # it reads a new position) needs no second check.
+            self._checked_position = position
         now = self._clock()
-        if now >= self._due_at:
-            self._apply_due()
         symbol = intent.symbol
+        if now >= self._due_at:
+            self._apply_due()  # empties `_allowed`
+        elif symbol in self._allowed:  # ALLOW, and nothing changed since it was found so
+            return _ALLOWED
         scope = self._symbols.get(symbol)
         mode = self._mark_restriction if scope is None else scope.state
         global_mode = self._global.state
         if global_mode > mode:
             mode = global_mode
         if mode is _ALLOW:
+            self._allowed.add(symbol)
             return _ALLOWED
         refusal = self._refusals.get(symbol)
         if refusal is None or (refusal[1] and refusal[0] != now):
@@ -550,7 +589,7 @@ class ReliabilityLayer:
     def _apply_due(self) -> None:
         self._pending = self._advance(self._now())
         self._due_at = self._timers.earliest
-        self._refusals.clear()
+        self._forget_decisions()
 
     # ------------------------------------------------------------------ reads
 
