@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit chaos demo replay preflight bench diagrams clean
+.PHONY: test promtool lint unit chaos demo replay preflight bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,21 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-test: lint unit
+# tests/integration/test_deploy.py runs promtool over deploy/prometheus. On a Debian machine
+# where we are root (this project's machines and CI) it is installed from Debian's prometheus
+# package (about 8 s; the package's server is not started); elsewhere install it yourself.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -q --no-install-recommends prometheus; \
+	  else \
+	    echo "make test needs promtool on PATH: on Debian/Ubuntu" \
+	      "'apt-get install --no-install-recommends prometheus', elsewhere the promtool" \
+	      "binary of a Prometheus release" >&2; exit 1; \
+	  fi; }
+
+test: promtool lint unit
 
 # The seed's rollout checklist, step 3: the harness's own tests, then the engine under chaos.
 chaos: $(STAMP)

@@ -197,3 +197,14 @@ async def test_the_buffer_gauges_read_the_feed_buffer_and_the_store_backlog(
                     break
         assert max(seen) > 0
         assert gauge("event_store_cache_size") == 0
+
+
+async def test_a_refusal_through_decide_is_counted_in_the_metrics() -> None:
+    # The dashboard's refusal panel and the refusals alert read this counter: an engine that
+    # calls `Engine.decide` itself (no `trading_loop`) must feed it too.
+    async with Engine(Settings(), broker=DeterministicBroker([BTC]), symbols=[BTC]) as engine:
+        refused = engine.decide(OrderIntent(BTC, Side.BUY, Decimal("0.1")), Decimal(0))
+        assert not refused.allowed  # no mark yet
+        labels = {"guard": "mark_staleness", "scope": BTC, "state": "NO_MARK"}
+        registry = engine.metrics.registry
+        assert registry.get_sample_value("gpt_trader_refused_decisions_total", labels) == 1.0

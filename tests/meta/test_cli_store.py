@@ -159,7 +159,8 @@ def test_bad_usage_exits_2(
     monkeypatch.delenv("GPT_TRADER_STORE_PATH", raising=False)
     status, _, err = run(argv, capsys)
     assert status == 2
-    assert "error:" in err
+    # The command and the problem, without the usage line.
+    assert err.startswith(f"tradeguard {argv[0]}: ") and "usage:" not in err
 
 
 @pytest.fixture
@@ -242,7 +243,8 @@ def test_events_prints_the_archive_in_order(
         "operator",
     ]
     assert "global: ALLOW -> REDUCE_ONLY because api_health" in lines[4]
-    assert "action=halt" in lines[-1]
+    assert lines[-1].endswith("operator    halt: by=ops, symbol=ETH-USD")
+    assert "trip        cancel every open order" in lines[1]
 
 
 def test_events_filter_by_kind_time_and_limit(

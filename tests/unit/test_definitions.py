@@ -416,19 +416,40 @@ def _declared_rows(name: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _live_states(name: str) -> list[str]:
+    """The states a shared exit (the feed's ``close``) leaves: every one but the terminal."""
+    return [st for st in EXPECTED[name].states if st not in EXPECTED[name].terminal]
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_mermaid_lists_every_declared_row_exactly_once(name: str) -> None:
+    """Every row appears once: as an edge; a self-loop as ``STATE : stays on label`` inside its
+    box; a row from every live state as one edge from the ``live`` box around them."""
     definition = BY_NAME[name]
     text = definition.to_mermaid()
     assert text == definition.to_mermaid(), "rendering is not deterministic"
     lines = text.splitlines()
     assert lines[0] == "stateDiagram-v2"
-    arrows = Counter(line for line in lines[1:] if "[*]" not in line)
-    expected = Counter(f"    {s} --> {d}: {label}" for s, d, label in _declared_rows(name))
-    assert arrows == expected
-    assert all(count == 1 for count in arrows.values())
-    starts = [line for line in lines if line.startswith("    [*] --> ")]
-    assert starts == [f"    [*] --> {start}" for start in EXPECTED[name].starts]
+    rows: Counter[tuple[str, str, str]] = Counter()
+    for line in (line.strip() for line in lines[1:]):
+        if "[*]" in line or line.startswith("state ") or line == "}":
+            continue
+        if " : stays on " in line:
+            state, _, label = line.partition(" : stays on ")
+            rows[(state, state, label)] += 1
+        elif line.startswith("live --> "):
+            edge, _, label = line.partition(": ")
+            dest = edge.removeprefix("live --> ")
+            label = label.removesuffix(" (from any state)")
+            rows.update((src, dest, label) for src in _live_states(name))
+        else:
+            edge, _, label = line.partition(": ")
+            source, _, dest = edge.partition(" --> ")
+            rows[(source, dest, label)] += 1
+    assert rows == Counter(_declared_rows(name))
+    starts = [line.strip() for line in lines if line.strip().startswith("[*] --> ")]
+    starts = [line for line in starts if line != "[*] --> live"]
+    assert starts == [f"[*] --> {start}" for start in EXPECTED[name].starts]
     ends = sorted(line for line in lines if line.endswith("--> [*]"))
     assert ends == sorted(f"    {st} --> [*]" for st in EXPECTED[name].terminal)
 
@@ -442,9 +463,17 @@ def test_dot_lists_every_declared_row_exactly_once(name: str) -> None:
     assert lines[0] == f'digraph "{name}" {{'
     assert lines[-1] == "}"
     edges = Counter(line for line in lines if " -> " in line and "__start" not in line)
-    expected = Counter(
-        f'    "{s}" -> "{d}" [label="{label}"];' for s, d, label in _declared_rows(name)
-    )
+    rows = Counter(_declared_rows(name))
+    for line in [line for line in edges if "ltail=" in line]:
+        # A row from every live state is one edge from the cluster around them.
+        dest = line.split('" -> "')[1].split('"')[0]
+        label = line.split('label="')[1].split('"')[0].removesuffix(" (from any state)")
+        for src in _live_states(name):
+            rows[(src, dest, label)] -= 1
+        rows[(_live_states(name)[0], dest, label)] += 1
+        del edges[line]
+        edges[f'    "{_live_states(name)[0]}" -> "{dest}" [label="{label}"];'] += 1
+    expected = Counter(f'    "{s}" -> "{d}" [label="{label}"];' for (s, d, label) in +rows)
     assert edges == expected
     assert all(count == 1 for count in edges.values())
     starts = [line for line in lines if line.startswith('    "__start" -> ')]

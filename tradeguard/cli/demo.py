@@ -11,6 +11,11 @@ each restriction.
 The runtime's ``/metrics``, ``/health`` and ``/status`` are served on an ephemeral port of
 127.0.0.1 for the whole run; their URLs are printed first.
 
+Each row's header says which row it is ("row 3/9") and when; on a terminal the story is in
+colour (``NO_COLOR`` turns it off). A closing table gives, per row, the guards that tripped,
+the most restrictive mode they caused, when every scope was back to ALLOW (seconds into the
+run) and how many orders were refused meanwhile.
+
 The closing check is independent of the layer's own answers: every order the exchange filled
 is compared with the guard states at the moment the loop sent it. ``--seed`` fixes prices,
 strategy choices, reconnect jitter and error draws; wall-clock timing still varies a little
@@ -29,6 +34,9 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 import anyio
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from tradeguard.config import KNOBS, Settings
 from tradeguard.fsm import (
@@ -75,6 +83,24 @@ DEMO_SETTINGS = {
 }
 CYCLE_SECONDS = 0.2
 BASE_DURATION = 50.0
+_TRIPPED = ("TRIPPED", "DEGRADED", "OPEN", "HALTED", "REDUCED")
+_MODE_STYLE = {
+    TradingMode.ALLOW: "green",
+    TradingMode.REDUCE_ONLY: "yellow",
+    TradingMode.PAUSED: "bold red",
+}
+
+
+@dataclass
+class _Row:
+    """One decision-matrix row of the run, for the closing table."""
+
+    name: str
+    started: float  # seconds into the run
+    guards: list[str] = field(default_factory=list)
+    worst: TradingMode | None = None
+    lifted: float | None = None  # seconds into the run when every scope was ALLOW again
+    refused: int = 0
 
 
 @dataclass
@@ -94,11 +120,32 @@ class _Demo:
     modes_seen: set[TradingMode] = field(default_factory=set)
     engine: Engine | None = None
     scale: float = 1.0  # the timeline's stretch: --duration over the base duration
+    rows: list[_Row] = field(default_factory=list)
+    console: Console | None = None
     _last_refusal: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _modes: dict[str | None, TradingMode] = field(default_factory=dict)
 
-    def say(self, text: str) -> None:
-        self.out.write(f"{time.monotonic() - self.started:6.1f}s  {text}\n")
+    def __post_init__(self) -> None:
+        if self.console is None:
+            # Colour only on a terminal; rich honours NO_COLOR. soft_wrap in `say` keeps each
+            # line whole in a pipe, as it was before colour.
+            self.console = Console(file=self.out, highlight=False)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def say(self, text: str, style: str = "") -> None:
+        assert self.console is not None
+        line = Text(f"{self.elapsed():6.1f}s  ")
+        line.append(text, style=style)
+        self.console.print(line, soft_wrap=True)
         self.out.flush()
+
+    def begin_row(self, name: str, total: int, title: str) -> None:
+        if not self.rows or self.rows[-1].name != name:
+            self.rows.append(_Row(name, self.elapsed()))
+        number = len(self.rows)
+        self.say(f"=== [{name}] row {number}/{total}: {title}", style="bold cyan")
 
     # ------------------------------------------------------------------ printing
 
@@ -107,29 +154,53 @@ class _Demo:
             why = ", ".join(f"{r.guard} {r.state}" for r in record.reasons) or "nothing in force"
             scope = record.scope or "ALL SYMBOLS"
             self.modes_seen.add(record.dest)
-            self.say(f"  MODE {scope}: {record.source.name} -> {record.dest.name}  ({why})")
+            self._track_mode(record)
+            self.say(
+                f"  MODE {scope}: {record.source.name} -> {record.dest.name}  ({why})",
+                style=_MODE_STYLE[record.dest],
+            )
         elif record.machine != "mode":
             where = "" if record.scope is None else f"[{record.scope}]"
             move = f"{record.source} -> {record.dest} ({record.trigger})"
-            self.say(f"  {record.machine}{where}: {move}")
-            if record.dest in ("TRIPPED", "DEGRADED", "OPEN", "HALTED"):
+            tripped = record.dest in _TRIPPED
+            self.say(f"  {record.machine}{where}: {move}", style="red" if tripped else "")
+            if tripped:
                 self.rows_tripped.add(record.machine.split(":")[0])
+                if self.rows and record.machine not in self.rows[-1].guards:
+                    self.rows[-1].guards.append(record.machine)
+
+    def _track_mode(self, record: ModeChanged) -> None:
+        """The closing table's mode and lift time: a row lifts when every scope is ALLOW."""
+        self._modes[record.scope] = record.dest
+        if not self.rows:
+            return
+        if record.dest is not TradingMode.ALLOW:
+            row = self.rows[-1]
+            row.worst = record.dest if row.worst is None else max(row.worst, record.dest)
+            row.lifted = None
+        elif all(mode is TradingMode.ALLOW for mode in self._modes.values()):
+            for row in self.rows:
+                if row.worst is not None and row.lifted is None:
+                    row.lifted = self.elapsed()
 
     def on_loop_event(self, event: LoopEvent) -> None:
         if event.kind == "placed":
             self.placed += 1
         elif event.kind == "refused" and event.symbol is not None:
             self.refused += 1
+            if self.rows:
+                self.rows[-1].refused += 1
             found = event.decision.reasons if event.decision else ()
             guards = tuple(sorted({r.guard for r in found}))
             # One line per new set of restricting guards, not one per refused order.
             if self._last_refusal.get(event.symbol) != guards:
                 self._last_refusal[event.symbol] = guards
                 why = ", ".join(f"{r.guard} {r.state}" for r in found)
-                self.say(f"  order refused on {event.symbol} ({why})")
+                self.say(f"  order refused on {event.symbol} ({why})", style="magenta")
 
     def on_alert(self, alert: Alert) -> None:
-        self.say(f"  ! {alert.severity.upper()}: {alert.title}: {alert.detail}")
+        style = "bold red" if alert.severity == "critical" else "red"
+        self.say(f"  ! {alert.severity.upper()}: {alert.title}: {alert.detail}", style=style)
 
     def audit_sending(self, request: OrderRequest) -> None:
         """Independent of decide(): at the instant an order is sent, is it opening a position
@@ -398,9 +469,11 @@ async def _trade(demo: _Demo, engine: Engine, seed: int, duration: float) -> Non
     async with anyio.create_task_group() as printer:
         printer.start_soon(_print_records, records, demo)
         await engine.start(loop.run, CYCLE_SECONDS)
-        for at, row, title, step in _timeline(symbols):
+        timeline = _timeline(symbols)
+        total = len(dict.fromkeys(row for _, row, _, _ in timeline))
+        for at, row, title, step in timeline:
             await anyio.sleep(max(0.0, demo.started + at * scale - time.monotonic()))
-            demo.say(f"=== [{row}] {title}")
+            demo.begin_row(row, total, title)
             result = step(demo)
             if result is not None:
                 await result
@@ -419,6 +492,7 @@ def _summary(demo: _Demo) -> int:
     missed = sorted(rows - demo.rows_tripped)
     unseen = sorted(m.name for m in set(TradingMode) - demo.modes_seen)
     w = demo.out.write
+    _table(demo)
     w("\nsummary\n")
     w(f"  guards tripped: {', '.join(sorted(demo.rows_tripped & rows))}\n")
     w(f"  modes seen: {', '.join(m.name for m in sorted(demo.modes_seen))}\n")
@@ -433,8 +507,36 @@ def _summary(demo: _Demo) -> int:
     if unseen:
         w(f"  modes never reached: {', '.join(unseen)}\n")
     ok = not missed and not unseen and not demo.violations
-    w(f"  result: {'OK' if ok else 'FAILED'}\n")
+    assert demo.console is not None
+    verdict = Text("  result: ")
+    verdict.append("OK" if ok else "FAILED", style="bold green" if ok else "bold red")
+    demo.console.print(verdict, soft_wrap=True)
     return 0 if ok else 1
+
+
+def _table(demo: _Demo) -> None:
+    """Row by row: what tripped, the mode it caused, when it lifted, orders refused."""
+    table = Table(title="rows", title_justify="left")
+    table.add_column("row", justify="right")
+    table.add_column("matrix row")
+    table.add_column("guards tripped")
+    table.add_column("mode")
+    table.add_column("lifted at", justify="right")
+    table.add_column("refused", justify="right")
+    for number, row in enumerate(demo.rows, 1):
+        mode = Text("-") if row.worst is None else Text(row.worst.name, _MODE_STYLE[row.worst])
+        lifted = "-" if row.worst is None else "not yet" if row.lifted is None else None
+        table.add_row(
+            str(number),
+            row.name,
+            ", ".join(row.guards) or "-",
+            mode,
+            lifted or f"{row.lifted:.1f} s",
+            str(row.refused),
+        )
+    assert demo.console is not None
+    demo.out.write("\n")
+    demo.console.print(table)
 
 
 def run_live_demo(

@@ -35,8 +35,12 @@ def run_preflight_command(
     environ: Mapping[str, str],
     out: TextIO,
     err: TextIO,
+    start_fresh: bool = False,
 ) -> int:
-    """Run the preflight against the given venue (or the embedded exchange); 0 ready, 1 not."""
+    """Run the preflight against the given venue (or the embedded exchange); 0 ready, 1 not.
+
+    ``start_fresh``: a corrupt event store is moved aside and a new one started to archive in.
+    """
     if rest_url is None:
         report = anyio.run(_embedded, profile, environ, list(symbols), warn_only)
     else:
@@ -52,10 +56,12 @@ def run_preflight_command(
     out.write(f"report: {path}\n")
     if store_path:
         try:
-            anyio.run(_archive, Path(store_path), report)
+            moved = anyio.run(_archive, Path(store_path), report, start_fresh)
         except StoreError as error:
             err.write(f"the report could not be archived: {error}\n")
             return 1
+        if moved is not None:
+            err.write(f"the event store was unusable: moved it aside to {moved}\n")
         out.write(f"archived in {store_path}\n")
     return report.exit_code
 
@@ -76,11 +82,12 @@ async def _remote(
     )
 
 
-async def _archive(path: Path, report: PreflightReport) -> None:
+async def _archive(path: Path, report: PreflightReport, start_fresh: bool) -> Path | None:
     from tradeguard.io.store import EventStore
 
-    async with EventStore(path) as store:
+    async with EventStore(path, start_fresh=start_fresh) as store:
         await store.append("preflight", report.to_json(), time.time())
+    return store.moved_aside
 
 
 def environment() -> dict[str, str]:

@@ -3,7 +3,9 @@
 ``status`` shows what a process would enforce now: from a store, the layer its snapshot
 restores to (exactly what `open_layer` would build, remaining times counted to now); from a
 running runtime, its ``/status``. ``events`` prints the archive. Both print for people by
-default and JSON with ``--json``.
+default and JSON with ``--json``. With ``--start-fresh`` they open the store for writing
+with ``start_fresh=True``: a corrupt store is moved aside and a new one started, an
+unrestorable snapshot discarded (both say so on stderr); a missing store is never created.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tradeguard.fsm import BreakerState, FeedState, GuardState
 from tradeguard.fsm.views import LayerView, ScopeView
 from tradeguard.io.store import EventStore, open_layer
 
-__all__ = ["parse_since", "run_events", "run_status"]
+__all__ = ["fetch_status", "parse_since", "run_events", "run_status"]
 
 _URL_TIMEOUT = 5.0
 
@@ -72,11 +74,12 @@ def run_status(
     as_json: bool,
     out: TextIO,
     err: TextIO,
+    start_fresh: bool = False,
 ) -> int:
     """Print the status from ``store`` or ``url``; returns the exit status (1: unreadable)."""
     if url is not None:
         try:
-            status = _fetch_status(url)
+            status = fetch_status(url)
         except (OSError, ValueError) as problem:  # URLError and HTTPError are OSErrors
             print(f"tradeguard: cannot read the status at {url}: {problem}", file=err)
             return 1
@@ -84,7 +87,8 @@ def run_status(
     else:
         assert store is not None  # the command line passes one of the two
         try:
-            status, saved_at = anyio.run(_status_from_store, store, settings)
+            _require_existing(store, start_fresh)
+            status, saved_at = anyio.run(_status_from_store, store, settings, start_fresh, err)
         except StoreError as problem:
             print(f"tradeguard: {problem}", file=err)
             return 1
@@ -102,15 +106,35 @@ def run_status(
     return 0
 
 
-async def _status_from_store(path: Path, settings: Settings) -> tuple[LayerView, float | None]:
-    async with EventStore(path, read_only=True) as store:
+def _require_existing(path: Path, start_fresh: bool) -> None:
+    # Reading never creates a store; nor does --start-fresh, which opens it for writing.
+    if start_fresh and not path.exists():
+        raise StoreError(
+            str(path), "no such file (--start-fresh repairs a store, never creates one)"
+        )
+
+
+def _open(path: Path, start_fresh: bool) -> EventStore:
+    return EventStore(path, start_fresh=True) if start_fresh else EventStore(path, read_only=True)
+
+
+def _say_moved(store: EventStore, err: TextIO) -> None:
+    if store.moved_aside is not None:
+        print(f"tradeguard: moved the unusable store aside to {store.moved_aside}", file=err)
+
+
+async def _status_from_store(
+    path: Path, settings: Settings, start_fresh: bool, err: TextIO
+) -> tuple[LayerView, float | None]:
+    async with _open(path, start_fresh) as store:
+        _say_moved(store, err)
         saved = await store.load_snapshot()
-        layer = await open_layer(settings, store)
+        layer = await open_layer(settings, store)  # logs a discarded snapshot
     saved_at = None if saved is None else saved.get("saved_at")
     return layer.view(), saved_at if isinstance(saved_at, int | float) else None
 
 
-def _fetch_status(url: str) -> LayerView:
+def fetch_status(url: str) -> LayerView:
     """A runtime's ``/status``, read into the typed view (a ValueError names a bad field)."""
     with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as response:
         body = json.loads(response.read().decode("utf-8"))
@@ -174,14 +198,18 @@ def run_events(
     as_json: bool,
     out: TextIO,
     err: TextIO,
+    start_fresh: bool = False,
 ) -> int:
-    """Print the archive; returns the exit status (1: unreadable store)."""
+    """Print the archive, one line per event (or JSON); returns the exit status (1: unreadable
+    store)."""
 
     async def read() -> list[dict[str, Any]]:
-        async with EventStore(store, read_only=True) as opened:
+        async with _open(store, start_fresh) as opened:
+            _say_moved(opened, err)
             return await opened.events(since=since, kinds=kinds, limit=limit)
 
     try:
+        _require_existing(store, start_fresh)
         events = anyio.run(read)
     except StoreError as problem:
         print(f"tradeguard: {problem}", file=err)
@@ -197,25 +225,85 @@ def run_events(
 
 
 def format_event(event: dict[str, Any]) -> str:
-    """One archived event for people: time, kind, what."""
+    """One archived event for people, on one line: local time, kind, what happened.
+
+    Each kind's record (`tradeguard.io.store.effect_record` and the recorder's ``record_*``)
+    gets its own summary; a field this version does not know is shown as ``name=value``.
+    """
     record: dict[str, Any] = event["record"]
     kind = event["kind"]
-    where = record.get("scope") or "global"
     match kind:
         case "transition":
             what = (
-                f"{record.get('machine')} ({where}): {record.get('source')} -> "
+                f"{record.get('machine')} ({_where(record)}): {record.get('source')} -> "
                 f"{record.get('dest')} ({record.get('trigger')})"
             )
         case "mode":
-            guards = ", ".join(str(r.get("guard")) for r in record.get("reasons", []))
+            guards = _guards(record)
             because = f" because {guards}" if guards else ""
-            what = f"{where}: {record.get('source')} -> {record.get('dest')}{because}"
+            what = f"{_where(record)}: {record.get('source')} -> {record.get('dest')}{because}"
+        case "trip":
+            what = _trip(record)
         case "alert":
             what = f"{record.get('severity')}: {record.get('title')}: {record.get('detail')}"
         case "refusal":
-            guards = ", ".join(str(r.get("guard")) for r in record.get("reasons", []))
-            what = f"{record.get('symbol')} refused in {record.get('mode')} ({guards})"
+            order = ""
+            if "side" in record:
+                order = f" {record.get('side')} {record.get('quantity')}"
+            what = f"{record.get('symbol')}{order} refused in {record.get('mode')}"
+            what += f" ({_guards(record) or 'no reason given'})"
+        case "operator":
+            details = {k: v for k, v in record.items() if k != "action"}
+            what = f"{record.get('action')}{': ' if details else ''}{_fields(details)}"
+        case "preflight":
+            checks = record.get("checks")
+            failed = [
+                str(c.get("name"))
+                for c in checks or ()
+                if isinstance(c, dict) and c.get("status") == "error"
+            ]
+            verdict = "ready" if record.get("ready") else "NOT READY"
+            what = f"{verdict}, profile {record.get('profile')}"
+            what += f", failed: {', '.join(failed)}" if failed else ""
         case _:
-            what = ", ".join(f"{k}={v}" for k, v in record.items())
+            what = _fields(record)
     return f"{_when(event['wall_time'])}  {kind:<10}  {what}"
+
+
+def _where(record: dict[str, Any]) -> str:
+    return str(record.get("scope") or "global")
+
+
+def _guards(record: dict[str, Any]) -> str:
+    reasons = record.get("reasons") or ()
+    return ", ".join(
+        f"{r.get('guard')} {r.get('state')}" if r.get("state") else str(r.get("guard"))
+        for r in reasons
+        if isinstance(r, dict)
+    )
+
+
+def _trip(record: dict[str, Any]) -> str:
+    reason = record.get("reason")
+    why = f": {reason}" if reason else ""
+    match record.get("effect"):
+        case "CancelOpenOrders":
+            return f"cancel every open order{why}"
+        case "CancelOrders":
+            return f"cancel orders {', '.join(map(str, record.get('order_ids', ())))}{why}"
+        case "DisablePreview":
+            return f"disable order previews{why}"
+        case "MaxAttemptsExceeded":
+            pause = _seconds(record.get("pause_seconds"))
+            return f"feed {record.get('feed')} out of reconnect attempts; paused {pause}"
+        case _:
+            return _fields(record)
+
+
+def _fields(record: dict[str, Any]) -> str:
+    """``name=value`` pairs, values as compact JSON (a nested record stays on the line)."""
+
+    def show(value: object) -> str:
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    return ", ".join(f"{k}={show(v)}" for k, v in record.items())

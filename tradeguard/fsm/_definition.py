@@ -21,6 +21,7 @@ fires and builds the `Transitioned` record.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, final
@@ -31,6 +32,11 @@ from tradeguard.errors import InvalidTransition
 from tradeguard.fsm.effects import Transitioned
 
 __all__ = ["MachineDefinition", "Model", "Spec"]
+
+# The box the diagrams draw around the states a shared exit leaves (the feed's `close`).
+_LIVE = "live"
+# How `to_mermaid(current=...)` marks the states instances are in now.
+_CURRENT_STYLE = "fill:#ffe082,stroke:#e65100,stroke-width:3px"
 
 
 class Model(Protocol):
@@ -196,29 +202,92 @@ class MachineDefinition:
         self.fire(model, trigger, machine, scope)
         return Transitioned(machine, scope, source.name, model.state.name, trigger, at)
 
-    def to_mermaid(self) -> str:
-        """The definition as a Mermaid ``stateDiagram-v2``: deterministic text."""
-        lines = ["stateDiagram-v2"]
-        for start, note in self.starts:
-            lines.append(f"    [*] --> {start.name}" + (f": {note}" if note else ""))
+    def _shared_exit(self) -> Spec | None:
+        """A row that leaves every non-terminal state for a terminal one (the feed's ``close``).
+
+        Diagrams draw it once, from a box around those states, instead of an edge from each.
+        """
+        live = tuple(st for st in self.used_states if st not in self.terminal)
         for s in self.transitions:
-            lines.extend(f"    {src.name} --> {s.dest.name}: {s.label}" for src in s.sources)
+            if s.condition is None and s.dest in self.terminal and set(s.sources) == set(live):
+                return s
+        return None
+
+    def to_mermaid(self, current: Mapping[Enum, Sequence[str]] | None = None) -> str:
+        """The definition as a Mermaid ``stateDiagram-v2``: deterministic text.
+
+        A self-loop is written inside its state's box (``stays on reset``), where no label can
+        sit on top of the loop; a row leaving every live state for a terminal one is drawn
+        once, from a box around them.
+
+        Args:
+            current: states to highlight, each with the instances in it (what ``tradeguard
+                status --mermaid`` shows); ``None`` for the plain diagram.
+        """
+        shared = self._shared_exit()
+        indent = "        " if shared else "    "
+        lines = ["stateDiagram-v2"]
+        if shared is not None:
+            lines += [f"    [*] --> {_LIVE}", f"    state {_LIVE} {{"]
+        for start, note in self.starts:
+            lines.append(f"{indent}[*] --> {start.name}" + (f": {note}" if note else ""))
+        for s in self.transitions:
+            if s is not shared:
+                lines.extend(
+                    f"{indent}{src.name} --> {s.dest.name}: {s.label}"
+                    for src in s.sources
+                    if src != s.dest
+                )
+        for s in self.transitions:
+            lines.extend(
+                f"{indent}{src.name} : stays on {s.label}" for src in s.sources if src == s.dest
+            )
+        for state, instances in (current or {}).items():
+            if state not in self.terminal:
+                lines.extend(f"{indent}{state.name} : now {name}" for name in instances)
+        if shared is not None:
+            lines += [
+                "    }",
+                f"    {_LIVE} --> {shared.dest.name}: {shared.label} (from any state)",
+            ]
+        for state, instances in (current or {}).items():
+            if state in self.terminal:
+                lines.extend(f"    {state.name} : now {name}" for name in instances)
         lines.extend(f"    {st.name} --> [*]" for st in self.used_states if st in self.terminal)
+        if current:
+            lines.append(f"    classDef current {_CURRENT_STYLE}")
+            lines.extend(f"    class {state.name} current" for state in current)
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
-        """The definition as Graphviz ``dot`` source: deterministic text."""
+        """The definition as Graphviz ``dot`` source: deterministic text (the shared exit drawn
+        once, from a cluster around the live states, as in `to_mermaid`)."""
+        shared = self._shared_exit()
         lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+        if shared is not None:
+            lines.append("    compound=true;")
         lines.append('    "__start" [shape=point];')
         for start, note in self.starts:
             label = f' [label="{note}"]' if note else ""
             lines.append(f'    "__start" -> "{start.name}"{label};')
+        if shared is not None:
+            lines.append(f'    subgraph "cluster_{_LIVE}" {{')
+            lines.append(f'        label="any state but {shared.dest.name}";')
+            lines.extend(f'        "{st.name}";' for st in shared.sources)
+            lines.append("    }")
         for state in self.used_states:
             shape = "doubleoctagon" if state in self.terminal else "box"
             lines.append(f'    "{state.name}" [shape={shape}];')
         for s in self.transitions:
+            if s is shared:
+                continue
             lines.extend(
                 f'    "{src.name}" -> "{s.dest.name}" [label="{s.label}"];' for src in s.sources
+            )
+        if shared is not None:
+            lines.append(
+                f'    "{shared.sources[0].name}" -> "{shared.dest.name}" '
+                f'[ltail="cluster_{_LIVE}", label="{shared.label} (from any state)"];'
             )
         lines.append("}")
         return "\n".join(lines) + "\n"

@@ -13,7 +13,8 @@ _N = GuardState.NO_MARK
 # DESIGN §2.1. `reset` is the operator's; from HEALTHY it is a no-op kept for the audit trail.
 GUARD = MachineDefinition(
     name="guard",
-    description="Every guard but preview: HEALTHY -> TRIPPED -> COOLDOWN -> HEALTHY.",
+    description="Every guard but preview and mark_staleness: "
+    "HEALTHY -> TRIPPED -> COOLDOWN -> HEALTHY.",
     states=GuardState,
     initial=_H,
     transitions=(

@@ -17,7 +17,8 @@ starts, in dependency order, and closes it in reverse on exit:
 5. the websocket feed client, when ``feed_url`` is set.
 
 Operator calls and refusals are archived when a store is configured: `decide`, `halt`,
-`resume`, `reset` and the loops made by `trading_loop` record themselves. The layer's
+`resume`, `reset` and the loops made by `trading_loop` record themselves. Refusals, through
+`decide` or a loop, are also counted in the metrics (``refused_decisions_total``). The layer's
 `decide()` stays synchronous and cheap; the archive write runs on a task the engine owns.
 """
 
@@ -184,10 +185,12 @@ class Engine(anyio.AsyncContextManagerMixin):
 
     def decide(self, intent: OrderIntent, position: Decimal | None = None) -> Decision:
         """The layer's decision on ``intent`` (see `ReliabilityLayer.decide`); a refusal is
-        archived when a store is configured."""
+        counted in the metrics (``refused_decisions_total``) and archived when a store is
+        configured, as the refusals of `trading_loop` are."""
         parts = self._running()
         decision = parts.runtime.layer.decide(intent, position)
         if not decision.allowed:
+            parts.metrics.count_refusal(decision)
             parts.archive.put(("refusal", intent.symbol, decision, intent))
         return decision
 

@@ -97,7 +97,10 @@ SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x54475244  # "TGRD": marks the file as tradeguard's in its SQLite header
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 5.0  # seconds a write waits for another connection's lock (a CLI reading)
-_FRESH_HINT = "start_fresh=True moves it aside and starts a new store"
+# Names the library's argument and the command line's flag: whoever reads it can act on it.
+_FRESH_HINT = (
+    "start_fresh=True (the command line's --start-fresh) moves it aside and starts a new store"
+)
 
 _SCHEMA = """
 CREATE TABLE tradeguard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -814,7 +817,10 @@ async def open_layer(
         return ReliabilityLayer.restore(settings, saved, clock, wall_clock, rng=rng)
     except InvalidSnapshot as err:
         if not store.start_fresh:
-            cause = f"its snapshot cannot be restored ({err}); start_fresh=True starts without it"
+            cause = (
+                f"its snapshot cannot be restored ({err}); start_fresh=True (the command "
+                "line's --start-fresh) starts without it"
+            )
             raise StoreError(str(store.path), cause) from err
         log.warning("event store %s: discarding an unrestorable snapshot: %s", store.path, err)
         layer = ReliabilityLayer(settings, clock, rng=rng, wall_clock=wall_clock)
