@@ -54,6 +54,7 @@ preflight: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_loop.py
+	$(BIN)/python bench/bench_fleet.py
 
 diagrams: $(STAMP)
 	$(BIN)/tradeguard diagrams

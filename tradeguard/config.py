@@ -22,6 +22,10 @@ The kinds:
 - ``names``: a comma-separated set of at least one name, each lower-case letters, digits and
   ``_`` starting with a letter, none twice; blanks around a name are dropped
   (``"accounts, orders"`` is ``"accounts,orders"``).
+- ``redis_url``: empty (none), or a URL starting ``redis://`` or ``rediss://`` without blanks
+  (user and password may be in it).
+- ``label``: a name of letters, digits, ``_``, ``.`` and ``-`` (at least one character).
+- ``member``: empty (the shell picks ``host:pid``), or letters, digits, ``_ . : @ -``.
 
 Two rules go beyond the kinds: ``GPT_TRADER_WS_RECONNECT_JITTER_PCT`` must be < 1 (a jitter of
 100% could make a reconnect delay zero) and ``GPT_TRADER_WS_RECONNECT_BACKOFF_MAX`` must be >=
@@ -62,8 +66,16 @@ _KINDS = (
     "flag",
     "path",
     "names",
+    "redis_url",
+    "label",
+    "member",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+# A member name goes into Redis hash fields as ``member|guard|scope``: no ``|``, no blanks;
+# ``:`` and ``@`` are allowed for the default ``host:pid`` and ``user@host`` styles.
+_MEMBER = re.compile(r"[A-Za-z0-9_.:@-]+")
+_REDIS_SCHEMES = ("redis://", "rediss://")
 _DROPPED_PREFIXES = ("RISK_", "GPT_TRADER_")
 # Every prefix a knob of ours starts with (a meta test checks each knob has one). These prefixes
 # are shared with the host engine, which has knobs of its own under them, so an unknown name is
@@ -342,6 +354,36 @@ KNOBS: tuple[Knob, ...] = (
         "path",
         "SQLite file of the event archive and restart snapshot (empty: no store).",
     ),
+    _knob(
+        "GPT_TRADER_FLEET_REDIS_URL",
+        "",
+        "redis_url",
+        "Redis server of the fleet sharing restrictions (redis:// or rediss://; empty: no fleet).",
+    ),
+    _knob(
+        "GPT_TRADER_FLEET_NAME",
+        "default",
+        "label",
+        "Name of the fleet; its Redis keys are namespaced by it.",
+    ),
+    _knob(
+        "GPT_TRADER_FLEET_MEMBER",
+        "",
+        "member",
+        "This process's member name in the fleet (empty: host name and process id).",
+    ),
+    _knob(
+        "GPT_TRADER_FLEET_LOST_GRACE_SECONDS",
+        "5",
+        "positive_seconds",
+        "Seconds without Redis before the fleet guard trips to REDUCE_ONLY.",
+    ),
+    _knob(
+        "GPT_TRADER_FLEET_MEMBER_TTL_SECONDS",
+        "15",
+        "positive_seconds",
+        "Seconds without a heartbeat after which a member is dead (also the fleet cooldown).",
+    ),
 )
 
 
@@ -397,6 +439,11 @@ class Settings:
     coinbase_preflight_skip_remote: bool = False
     coinbase_preflight_force_remote: bool = False
     store_path: str = ""
+    fleet_redis_url: str = ""
+    fleet_name: str = "default"
+    fleet_member: str = ""
+    fleet_lost_grace_seconds: float = 5.0
+    fleet_member_ttl_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         problems: list[ConfigProblem] = []
@@ -515,14 +562,20 @@ def _expected(knob: Knob) -> str:
                 "comma-separated names (lower-case letters, digits, _; starting with a letter), "
                 "at least one, none twice"
             )
+        case "redis_url":
+            return "a URL starting redis:// or rediss://, without blanks (empty: no fleet)"
+        case "label":
+            return "a name of letters, digits, _, . and - (at least one)"
+        case "member":
+            return "letters, digits, _, ., :, @ and - (empty: host name and process id)"
         case _:
             return _FLAG_EXPECTED
 
 
 def _parse(knob: Knob, text: str) -> _Value | None:
     """Turn a stripped environment value into its knob's type, or ``None`` if it cannot."""
-    if knob.kind == "path":
-        return text  # `_checked` refuses what no file can be named
+    if knob.kind in ("path", "redis_url", "label", "member"):
+        return text  # `_checked` refuses what no file can be named, or bad names
     if knob.kind == "names":
         return ",".join(name.strip() for name in text.split(","))  # `_checked` judges them
     if knob.kind == "flag":
@@ -546,6 +599,8 @@ def _checked(knob: Knob, value: object) -> _Value | None:
         if isinstance(value, str) and "\x00" not in value and value == value.strip():
             return value
         return None
+    if knob.kind in ("redis_url", "label", "member"):
+        return value if isinstance(value, str) and _text_ok(knob.kind, value) else None
     if knob.kind == "names":
         if not isinstance(value, str):
             return None
@@ -580,6 +635,23 @@ def _checked(knob: Knob, value: object) -> _Value | None:
         case _:
             ok = number >= 1.0
     return number if ok else None
+
+
+def _text_ok(kind: str, value: str) -> bool:
+    """Whether ``value`` is a valid text knob of ``kind`` (``redis_url``, ``label``, ``member``)."""
+    if kind == "label":
+        return _LABEL.fullmatch(value) is not None
+    if kind == "member":
+        return value == "" or _MEMBER.fullmatch(value) is not None
+    if value == "":
+        return True
+    rest = value.removeprefix("rediss://").removeprefix("redis://")
+    return (
+        value.startswith(_REDIS_SCHEMES)
+        and rest != ""
+        and not any(c.isspace() for c in value)
+        and "\x00" not in value
+    )
 
 
 def _cross_field_problems(

@@ -56,6 +56,11 @@ SEED_DEFAULTS: dict[str, float | int | bool | str] = {
     "coinbase_preflight_skip_remote": False,
     "coinbase_preflight_force_remote": False,
     "store_path": "",
+    "fleet_redis_url": "",
+    "fleet_name": "default",
+    "fleet_member": "",
+    "fleet_lost_grace_seconds": 5.0,
+    "fleet_member_ttl_seconds": 15.0,
 }
 
 PYTHON_TYPE = {
@@ -68,6 +73,9 @@ PYTHON_TYPE = {
     "flag": bool,
     "path": str,
     "names": str,
+    "redis_url": str,
+    "label": str,
+    "member": str,
 }
 
 # A valid value other than the default, per kind, as text and as the parsed value.
@@ -80,6 +88,12 @@ OTHER_VALUE: dict[str, tuple[str, float | int | bool | str]] = {
     "count0": ("0", 0),
     "path": (" /var/lib/trade guard/store.db ", "/var/lib/trade guard/store.db"),
     "names": (" orders , market_data ", "orders,market_data"),
+    "redis_url": (
+        " rediss://user:secret@redis.example:6380/2 ",
+        "rediss://user:secret@redis.example:6380/2",
+    ),
+    "label": ("desk-1.eu_west", "desk-1.eu_west"),
+    "member": ("host-a:4242", "host-a:4242"),
 }
 
 # One knob of each kind, for the rejection table below.
@@ -93,6 +107,9 @@ SAMPLE = {
     "flag": "RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY",
     "path": "GPT_TRADER_STORE_PATH",
     "names": "GPT_TRADER_API_CATEGORIES",
+    "redis_url": "GPT_TRADER_FLEET_REDIS_URL",
+    "label": "GPT_TRADER_FLEET_NAME",
+    "member": "GPT_TRADER_FLEET_MEMBER",
 }
 
 BAD_VALUES = [
@@ -105,6 +122,9 @@ BAD_VALUES = [
     *[("flag", raw) for raw in ["maybe", "2", "-1", "tru", "y", "n"]],
     *[("path", raw) for raw in ["a\x00b", "\x00"]],
     *[("names", raw) for raw in [",", "orders,", "orders,orders", "Orders", "1x", "a b", "ö"]],
+    *[("redis_url", raw) for raw in ["localhost:6379", "http://x", "redis://", "redis://a b"]],
+    *[("label", raw) for raw in ["a b", "a|b", "fleet/1", "ö"]],
+    *[("member", raw) for raw in ["a b", "a|b", "host/1"]],
 ]
 
 
@@ -114,7 +134,7 @@ def knob_named(env: str) -> Knob:
 
 def typed_default(knob: Knob) -> float | int | bool | str:
     """The default a knob documents, read without tradeguard's own parser."""
-    if knob.kind in ("path", "names"):
+    if knob.kind in ("path", "names", "redis_url", "label", "member"):
         return knob.default
     if knob.kind == "flag":
         return knob.default == "1"

@@ -23,6 +23,7 @@ Table = dict[tuple[str, str], list[Row]]
 
 EXHAUSTED = "attempts_exhausted"
 HAS_MARK = "has_mark"
+SYNCED = "synced"
 MARK_RESTRICTION = "RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY"
 
 
@@ -100,6 +101,21 @@ HALT_TABLE: Table = {
     **_from(("HALTED", "REDUCED"), "expire", [("RUNNING", None)]),
 }
 
+# DESIGN §7 (issue 14): UNSYNCED until the member read its peers' restrictions; Redis lost past
+# the grace trips it from any state but TRIPPED; a resync cools down; a reset cannot invent a
+# sync.
+FLEET_TABLE: Table = {
+    ("UNSYNCED", "sync"): [("HEALTHY", None)],
+    **_from(("UNSYNCED", "HEALTHY", "COOLDOWN"), "trip", [("TRIPPED", None)]),
+    ("TRIPPED", "recover"): [("COOLDOWN", None)],
+    ("COOLDOWN", "expire"): [("HEALTHY", None)],
+    **_from(
+        ("UNSYNCED", "HEALTHY", "TRIPPED", "COOLDOWN"),
+        "reset",
+        [("HEALTHY", SYNCED), ("UNSYNCED", None)],
+    ),
+}
+
 
 class Expected:
     """A machine kind as DESIGN describes it: states, triggers, initial, terminal, table."""
@@ -167,6 +183,12 @@ EXPECTED: dict[str, Expected] = {
         "RUNNING",
         HALT_TABLE,
     ),
+    "fleet": Expected(
+        ("HEALTHY", "TRIPPED", "COOLDOWN", "UNSYNCED"),
+        ("sync", "trip", "recover", "expire", "reset"),
+        "UNSYNCED",
+        FLEET_TABLE,
+    ),
 }
 
 BY_NAME: dict[str, MachineDefinition] = {d.name: d for d in DEFINITIONS}
@@ -184,6 +206,9 @@ class TinyModel:
         return self._ask()
 
     def has_mark(self) -> bool:
+        return self._ask()
+
+    def synced(self) -> bool:
         return self._ask()
 
     def _ask(self) -> bool:

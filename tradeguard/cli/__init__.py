@@ -1,8 +1,9 @@
-"""The ``tradeguard`` command: ``demo``, ``replay``, ``preflight``, ``status``, ``events`` and
-``diagrams``."""
+"""The ``tradeguard`` command: ``demo``, ``replay``, ``preflight``, ``status``, ``events``,
+``diagrams``, ``exchange``, and the fleet's ``halt``, ``resume`` and ``fleet status``."""
 
 # The parser lives here; each subcommand's work lives in its own module (demo, replay, status
-# for `status` and `events`, preflight, diagrams, exchange), imported only when that command
+# for `status` and `events`, preflight, diagrams, exchange, fleet for `halt`, `resume` and
+# `fleet status`), imported only when that command
 # runs, so `tradeguard --help` loads no I/O.
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ tradeguard: the reliability layer of an automated trading engine.
 Commands: demo (a live run against the embedded exchange), replay (the same rows in
 virtual time), preflight (startup checks), status and events (what a runtime or its event
 store says now, and its archive), diagrams (the state machines as Mermaid), exchange (the
-simulated venue). Run 'tradeguard COMMAND --help' for a command's options."""
+simulated venue), halt, resume and fleet status (a fleet's shared restrictions on Redis).
+Run 'tradeguard COMMAND --help' for a command's options."""
 
 # 128 + SIGPIPE: what `cat` and `grep` exit with when the reader of their output went away.
 _EXIT_BROKEN_PIPE = 141
@@ -183,9 +185,18 @@ def _main(argv: Sequence[str] | None) -> int:
     exchange.add_argument("--tls", action="store_true", help="HTTPS and WSS, throwaway CA")
     exchange.add_argument("--no-auth", action="store_true", help="accept any request")
 
+    from tradeguard.cli.fleet import add_fleet_commands
+
+    fleet_parsers = add_fleet_commands(commands)
+
     args = parser.parse_args(argv)
     # Usage errors found after parsing are reported by the command's own parser.
     command: _Parser = commands.choices[args.command]
+    if args.command in ("halt", "resume", "fleet"):
+        from tradeguard.cli.fleet import run_fleet_command
+
+        name = "fleet status" if args.command == "fleet" else args.command
+        return run_fleet_command(fleet_parsers[name], args, out=sys.stdout, err=sys.stderr)
     if args.command == "exchange":
         from tradeguard.cli.exchange import run_exchange_command
 

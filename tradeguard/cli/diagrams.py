@@ -33,6 +33,9 @@ GUARDS = {
     "symbol's orders are decided by the stricter of its mode and the global one.",
     "operator": "An operator halt of the whole engine or one symbol: HALTED refuses every "
     "order, REDUCED lets only reducing orders pass; lifted by `resume` or its time limit.",
+    "fleet": "A member of a fleet sharing restrictions on Redis: REDUCE_ONLY until it has read "
+    "its peers' restrictions (UNSYNCED), and when Redis stays away past the grace period "
+    "(TRIPPED); a resync cools down before HEALTHY.",
 }
 
 _INTRO = """\

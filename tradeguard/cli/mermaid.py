@@ -18,14 +18,14 @@ import anyio
 from tradeguard.config import Settings
 from tradeguard.errors import StoreError
 from tradeguard.fsm import MachineDefinition
-from tradeguard.fsm._machines import BREAKER, FEED, GUARD, HALT, MARK, MODE, PREVIEW
+from tradeguard.fsm._machines import BREAKER, FEED, FLEET, GUARD, HALT, MARK, MODE, PREVIEW
 from tradeguard.fsm.views import LayerView, ScopeView
 from tradeguard.io.store import EventStore, open_layer
 
 __all__ = ["format_mermaid", "run_mermaid"]
 
 # The guards whose machine is not the plain guard machine.
-_GUARD_DEFINITIONS = {"mark_staleness": MARK, "preview": PREVIEW}
+_GUARD_DEFINITIONS = {"mark_staleness": MARK, "preview": PREVIEW, "fleet": FLEET}
 
 
 def format_mermaid(view: LayerView) -> str:
@@ -58,7 +58,7 @@ def format_mermaid(view: LayerView) -> str:
     return "\n".join(sections)
 
 
-_ORDER = (GUARD, MARK, PREVIEW, BREAKER, FEED, MODE, HALT)
+_ORDER = (GUARD, MARK, PREVIEW, FLEET, BREAKER, FEED, MODE, HALT)
 
 
 def _scopes(view: LayerView) -> Iterable[ScopeView]:

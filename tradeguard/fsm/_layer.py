@@ -41,6 +41,7 @@ from tradeguard.errors import (
 from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._breaker import CircuitBreaker
 from tradeguard.fsm._feed import Feed
+from tradeguard.fsm._fleet import OPERATOR_MEMBER, FleetGuard, Peers
 from tradeguard.fsm._guards import (
     ApiHealthGuard,
     BrokerOutageGuard,
@@ -55,8 +56,9 @@ from tradeguard.fsm._orders import Decision, OrderIntent
 from tradeguard.fsm._scope import Scope
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
 from tradeguard.fsm._timers import Timers, seconds_until
-from tradeguard.fsm.effects import CancelOpenOrders, CancelOrders, Effect, Reason
+from tradeguard.fsm.effects import CancelOpenOrders, CancelOrders, Effect, Reason, Transitioned
 from tradeguard.fsm.events import (
+    PEER_GUARDS,
     ApiCall,
     BrokerRead,
     CancelFailed,
@@ -65,10 +67,16 @@ from tradeguard.fsm.events import (
     FeedDisconnected,
     FeedMessage,
     FeedStarted,
+    FleetJoined,
+    FleetLink,
+    FleetSynced,
     MalformedMessage,
     MarkUpdate,
     MessagesDropped,
     Observation,
+    PeerHeartbeat,
+    PeerLifted,
+    PeerRestriction,
     PreviewResult,
     ProbeAbandoned,
     RateLimitUsage,
@@ -77,7 +85,7 @@ from tradeguard.fsm.events import (
     SlippageCheck,
     ValidationCheck,
 )
-from tradeguard.fsm.views import LayerView
+from tradeguard.fsm.views import LayerView, LocalRestriction
 
 __all__ = ["GLOBAL_GUARDS", "SYMBOL_GUARDS", "GuardStatus", "ReliabilityLayer"]
 
@@ -95,6 +103,9 @@ _ALL_GUARDS = sorted((*GLOBAL_GUARDS, *SYMBOL_GUARDS))
 # or per symbol), which `reset`/`trip` do not take (an operator lifts a halt with `resume`).
 _OPERATOR = "operator"
 _QUERYABLE = sorted((*_ALL_GUARDS, _OPERATOR))
+_FLEET = "fleet"
+# With a fleet: the fleet guard, and every peer restriction as ``guard@member``.
+_QUERYABLE_IN_FLEET = sorted((*_QUERYABLE, _FLEET, "<guard>@<member>"))
 _OBSERVATIONS = frozenset(get_args(Observation))
 _HALT_MODES = (TradingMode.REDUCE_ONLY, TradingMode.PAUSED)
 
@@ -227,6 +238,10 @@ class ReliabilityLayer:
         self._mark_restriction = _REDUCE_ONLY if s.mark_staleness_allow_reduce_only else _PAUSED
         self._categories = frozenset(s.api_categories.split(","))
         self._categories_text = ", ".join(sorted(self._categories))
+        # DESIGN §7: the fleet guard exists from `FleetJoined` on; peers' restrictions may
+        # arrive (and be restored) with or without it, and only ever add restrictions.
+        self._fleet: FleetGuard | None = None
+        self._peers = Peers(t, self._scope_or_global, self._wall_offset, s)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -250,7 +265,8 @@ class ReliabilityLayer:
         Raises:
             TypeError: not an observation.
             InvalidObservation: an `ApiCall` names a category not in
-                ``GPT_TRADER_API_CATEGORIES``.
+                ``GPT_TRADER_API_CATEGORIES``; `FleetSynced` or `FleetLink` before
+                `FleetJoined`.
             UnknownFeed: a feed event names a feed that was never started.
             InvalidTransition: the feed's state forbids the event (e.g. after CLOSED).
         """
@@ -405,8 +421,66 @@ class ReliabilityLayer:
                 if (breaker := self._breakers.get(obs.category)) is not None:
                     breaker.abandon()
                 return []
+            case FleetJoined():
+                return self._join(obs.member, now)
+            case FleetSynced():
+                fleet = self._fleet_guard("FleetSynced")
+                return self._settled(fleet.sync(now), None, now)
+            case FleetLink():
+                return self._fleet_guard("FleetLink").link(obs.up, now)
+            case PeerRestriction():
+                if self._is_self(obs.member):
+                    return []  # our own restriction, echoed by the stream: already in force
+                return self._settle_all(self._peers.restrict(obs, now), now)
+            case PeerLifted():
+                effects = self._peers.lifted(obs.member, obs.guard, obs.scope, now)
+                return self._settled(effects, obs.scope, now)
+            case PeerHeartbeat():
+                if self._is_self(obs.member):
+                    return []
+                return self._settle_all(self._peers.heartbeat(obs.member, obs.at, now), now)
             case _:  # pragma: no cover - `observe` checked the type first
                 raise TypeError(f"not an observation: {obs!r}")
+
+    def _join(self, member: str, now: float) -> list[Effect]:
+        if self._fleet is not None:  # a rejoin (the shell reconnected): same guard
+            self._fleet.member = member
+            return []
+        s = self._settings
+        self._fleet = FleetGuard(
+            self._timers,
+            member=member,
+            grace_seconds=s.fleet_lost_grace_seconds,
+            cooldown_seconds=s.fleet_member_ttl_seconds,
+        )
+        self._global.guards[_FLEET] = self._fleet
+        self._forget_decisions()  # the fleet's reason joins every refusal, mode changed or not
+        return self._settle(None, now)
+
+    def _fleet_guard(self, what: str) -> FleetGuard:
+        if self._fleet is None:
+            raise InvalidObservation(f"{what} before FleetJoined: join a fleet first")
+        return self._fleet
+
+    def _is_self(self, member: str) -> bool:
+        return self._fleet is not None and member == self._fleet.member
+
+    def _scope_or_global(self, symbol: str | None) -> Scope:
+        return self._global if symbol is None else self._scope(symbol)
+
+    def _wall_offset(self) -> float:
+        """Wall-clock minus monotonic seconds: converts a peer's wall deadlines."""
+        return self._wall_clock() - self._clock()
+
+    def _settle_all(self, effects: list[Effect], at: float) -> list[Effect]:
+        """Settle every scope a list of peer records touched."""
+        if not effects:
+            return effects
+        touched = {e.scope for e in effects if isinstance(e, Transitioned)}
+        effects += self._global.refresh(at)
+        for symbol in sorted(t for t in touched if t is not None):
+            effects += self._symbols[symbol].refresh(at)
+        return effects
 
     def _api_call(self, call: ApiCall, now: float) -> list[Effect]:
         breaker = self._breakers.get(call.category) or self._breaker(call.category)
@@ -621,16 +695,32 @@ class ReliabilityLayer:
         halt's `HaltState`, the mode it imposes, its reason and the seconds until it lifts.
         ``guard("mark_staleness", symbol)`` of a symbol never marked is NO_MARK.
 
+        With a fleet (DESIGN §7): ``guard("fleet")`` answers the fleet guard (UNSYNCED,
+        HEALTHY, TRIPPED, COOLDOWN), and ``guard("api_health@member", scope)`` a peer's
+        restriction as applied here: its state and mode while in force, HEALTHY (RUNNING for
+        ``operator@...``) and ALLOW when it is not.
+
         Raises:
             TypeError: ``name`` is not a string, or ``symbol`` not a string or ``None``.
-            UnknownGuard: no guard has that name.
+            UnknownGuard: no guard has that name (``fleet`` before `FleetJoined`; a peer name
+                whose guard part is not one a peer can share).
             InvalidObservation: a per-symbol guard asked without a symbol, or a global one
                 with a symbol.
         """
         if not isinstance(name, str):
             raise TypeError(f"guard name must be a str, got {type(name).__name__} {name!r}")
+        if "@" in name:
+            return self._peer_status(name, symbol)
+        if name == _FLEET and self._fleet is not None:
+            if symbol is not None:
+                raise InvalidObservation(f"guard 'fleet' is global: do not pass symbol={symbol!r}")
+            now = self._catch_up()
+            fleet = self._fleet
+            left = seconds_until(fleet.lifts_at, now)
+            return GuardStatus(_FLEET, None, fleet.state, fleet.restriction, left)
         if name not in _QUERYABLE:
-            raise UnknownGuard("guard", name, _QUERYABLE)
+            known = _QUERYABLE if self._fleet is None and not self._peers else _QUERYABLE_IN_FLEET
+            raise UnknownGuard("guard", name, known)
         if name == _OPERATOR:
             if symbol is not None:
                 _require_symbol(symbol)
@@ -655,6 +745,29 @@ class ReliabilityLayer:
             found = scope.guards[name]
         left = seconds_until(found.lifts_at, self._clock())
         return GuardStatus(name, symbol, found.state, found.restriction, left)
+
+    def _peer_status(self, name: str, symbol: str | None) -> GuardStatus:
+        """`guard()` of ``guard@member``: the guard part is before the first ``@`` (member
+        names may hold one)."""
+        if symbol is not None:
+            _require_symbol(symbol)
+        guard, _, member = name.partition("@")
+        if guard not in PEER_GUARDS:
+            raise UnknownGuard("peer guard", name, [f"{g}@<member>" for g in sorted(PEER_GUARDS)])
+        try:
+            PeerLifted(member, guard, symbol)  # the same checks as a lift from the stream
+        except InvalidObservation as err:
+            raise InvalidObservation(f"guard {name!r}: {err}") from err
+        now = self._catch_up()
+        hold = self._peers.find(member, guard, symbol)
+        if hold is None:
+            state: GuardState | HaltState = (
+                HaltState.RUNNING if guard == _OPERATOR else GuardState.HEALTHY
+            )
+            return GuardStatus(name, symbol, state, _ALLOW, None)
+        return GuardStatus(
+            name, symbol, hold.state_enum, hold.mode, seconds_until(hold.lifts_at, now)
+        )
 
     def _halt_status(self, symbol: str | None) -> GuardStatus:
         now = self._catch_up()
@@ -725,7 +838,74 @@ class ReliabilityLayer:
             "breakers": {c: b.status() for c, b in sorted(self._breakers.items())},
             "feeds": {n: f.status(now) for n, f in sorted(self._feeds.items())},
             "next_deadline": self.next_deadline(),
+            # Only with a fleet: a layer without one shows exactly what it did before.
+            **({"fleet": self._fleet_status(now)} if self._fleet or self._peers else {}),
         }
+
+    def _fleet_status(self, now: float) -> dict[str, Any]:
+        fleet, wall = self._fleet, self._wall_clock()
+        ttl = self._settings.fleet_member_ttl_seconds
+        return {
+            "member": None if fleet is None else fleet.member,
+            "state": None if fleet is None else fleet.state.name,
+            "link_up": None if fleet is None else fleet.link_up,
+            "synced": None if fleet is None else fleet.has_synced,
+            "grace_until": None if fleet is None else fleet.grace_until,
+            "members": {
+                member: {
+                    "heartbeat": at,
+                    "seconds_since_heartbeat": max(0.0, wall - at),
+                    "alive": member == OPERATOR_MEMBER or wall - at <= ttl,
+                }
+                for member, at in sorted(self._peers.heartbeats.items())
+            },
+            "peer_restrictions": len(self._peers.holds),
+        }
+
+    def local_restrictions(self) -> tuple[LocalRestriction, ...]:
+        """Every restriction this member's own guards and operator put in force now, for the
+        fleet to publish (DESIGN §7), after any timer already due.
+
+        Not included: peers' restrictions (they are theirs to publish), the fleet guard (this
+        member's own link), a symbol with no mark yet (local knowledge: each member has its
+        own feed), and preview (it never restricts). ``lifts_at`` is a wall-clock time
+        (``None`` while the fault holds, or for a halt without ttl).
+
+        Returns:
+            A fresh tuple: global restrictions first, then symbols in order; in each scope the
+            guards in declaration order, then the operator halt.
+        """
+        self._catch_up()
+        offset = self._wall_offset()
+
+        def wall(due: float | None) -> float | None:
+            return None if due is None else due + offset
+
+        found: list[LocalRestriction] = []
+        for scope in (self._global, *(sc for _, sc in sorted(self._symbols.items()))):
+            for guard in scope.guards.values():
+                if (
+                    guard.restricting
+                    and guard is not self._fleet
+                    and guard.state is not GuardState.NO_MARK
+                ):
+                    found.append(
+                        LocalRestriction(
+                            guard.name,
+                            scope.symbol,
+                            guard.restriction,
+                            guard.state.name,
+                            wall(guard.lifts_at),
+                        )
+                    )
+            halt = scope.halt
+            if halt.halted:
+                found.append(
+                    LocalRestriction(
+                        _OPERATOR, scope.symbol, halt.mode, halt.state.name, wall(halt.until)
+                    )
+                )
+        return tuple(found)
 
     # ------------------------------------------------------------------ operator
 
@@ -841,6 +1021,11 @@ class ReliabilityLayer:
         self.guard(guard, symbol)  # validates name, types and scope before anything changes
         if guard == _OPERATOR:
             raise InvalidObservation(f"cannot {verb} 'operator': an operator halt uses {instead}")
+        if "@" in guard:
+            raise InvalidObservation(
+                f"cannot {verb} {guard!r}: a peer's restriction lifts when the peer lifts it, "
+                "at its deadline, or by the dead-member rule (nothing here loosens it)"
+            )
 
     # ------------------------------------------------------------------ persistence
 
@@ -848,17 +1033,33 @@ class ReliabilityLayer:
         """The layer's state, JSON-ready, with deadlines as wall-clock times.
 
         Feeds are not saved: connections do not survive a restart, and a websocket guard
-        that was restricting stays so until a feed connects again.
+        that was restricting stays so until a feed connects again. With a fleet, a
+        ``"fleet"`` entry keeps the fleet guard, the peers' heartbeats and every peer
+        restriction with its deadline as a wall-clock time.
         """
         now, wall = self._clock(), self._wall_clock()
 
         def to_wall(t: float) -> float:
             return t - now + wall
 
+        global_saved = self._global.dump(to_wall)
+        fleet_saved = global_saved["guards"].pop(_FLEET, None)
+        fleet = (
+            {
+                "fleet": {
+                    "member": None if self._fleet is None else self._fleet.member,
+                    "guard": fleet_saved,
+                    **self._peers.dump(to_wall),
+                }
+            }
+            if self._fleet is not None or self._peers
+            else {}
+        )
         return {
             "version": _SNAPSHOT_VERSION,
+            **fleet,
             "saved_at": wall,
-            "global": self._global.dump(to_wall),
+            "global": global_saved,
             "symbols": {sym: sc.dump(to_wall) for sym, sc in sorted(self._symbols.items())},
             "breakers": {
                 cat: {
@@ -917,10 +1118,42 @@ class ReliabilityLayer:
                 except InvalidObservation as err:
                     raise ValueError(f"pending cancel {saved!r}: {err}") from err
                 layer._unsent_cancels.append((cancel.order_ids, cancel.reason))
+            if (fleet := snapshot.get("fleet")) is not None:
+                layer._restore_fleet(fleet, now)
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidSnapshot(f"snapshot is malformed: {err!r}") from err
         layer._due_at = layer._next_due()
         return layer
+
+    def _restore_fleet(self, saved: Mapping[str, Any], now: float) -> None:
+        """Restore the fleet part of a snapshot (no transition is recorded: this is not one).
+
+        The fleet guard comes back only when ``GPT_TRADER_FLEET_REDIS_URL`` is set (without
+        it no shell would ever sync it): a restarted member is UNSYNCED, or TRIPPED if it was
+        tripped or cooling down. Peers' restrictions come back whatever the settings, with
+        their remaining time; a dead member's open-ended ones follow the dead-member rule.
+
+        Raises:
+            KeyError, TypeError, ValueError: the saved data is malformed.
+        """
+        if not isinstance(saved, Mapping):
+            raise TypeError(f"fleet must be an object, got {saved!r}")
+        guard = saved.get("guard")
+        if guard is not None and self._settings.fleet_redis_url:
+            member = saved.get("member")
+            if not isinstance(member, str):
+                raise TypeError(f"fleet.member must be a string, got {member!r}")
+            FleetJoined(member)  # the same checks as a join
+            self._join(member, now)
+            fleet = self._fleet
+            if fleet is not None:
+                fleet.load(guard, lambda t: t)
+        try:
+            self._peers.load(dict(saved), now)
+        except InvalidObservation as err:
+            raise ValueError(f"fleet peer restriction: {err}") from err
+        for scope in (self._global, *self._symbols.values()):
+            scope.state = scope.own_mode()
 
 
 def _no_change(_: None, now: float) -> list[Effect]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from tradeguard.fsm._definition import MachineDefinition, Spec
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
 
-__all__ = ["BREAKER", "DEFINITIONS", "FEED", "GUARD", "HALT", "MARK", "MODE", "PREVIEW"]
+__all__ = ["BREAKER", "DEFINITIONS", "FEED", "FLEET", "GUARD", "HALT", "MARK", "MODE", "PREVIEW"]
 
 _H, _T, _C = GuardState.HEALTHY, GuardState.TRIPPED, GuardState.COOLDOWN
-_N = GuardState.NO_MARK
+_N, _U = GuardState.NO_MARK, GuardState.UNSYNCED
 
 # DESIGN §2.1. `reset` is the operator's; from HEALTHY it is a no-op kept for the audit trail.
 GUARD = MachineDefinition(
@@ -23,7 +23,7 @@ GUARD = MachineDefinition(
         Spec("expire", (_C,), _H),
         Spec("reset", (_H, _T, _C), _H),
     ),
-    unused=frozenset({_N}),
+    unused=frozenset({_N, _U}),
 )
 
 # A symbol's mark staleness: the guard machine plus NO_MARK, where every symbol starts (DESIGN
@@ -42,6 +42,7 @@ MARK = MachineDefinition(
         Spec("reset", (_H, _T, _C), _H, "has_mark"),
         Spec("reset", (_N, _T), _N),
     ),
+    unused=frozenset({_U}),
 )
 
 # Preview never recovers by itself: disabled for the session until an operator reset.
@@ -54,7 +55,30 @@ PREVIEW = MachineDefinition(
         Spec("trip", (_H,), _T),
         Spec("reset", (_H, _T), _H),
     ),
-    unused=frozenset({_C, _N}),
+    unused=frozenset({_C, _N, _U}),
+)
+
+# DESIGN §7: the fleet guard exists once a shell joined a fleet (`FleetJoined`). It restricts
+# (REDUCE_ONLY) while UNSYNCED, until the member has read every restriction in force
+# (`FleetSynced`), and while TRIPPED: Redis was lost for longer than the grace period, so the
+# member can no longer hear its peers' trips. A resync after that goes through COOLDOWN
+# (GPT_TRADER_FLEET_MEMBER_TTL_SECONDS). A reset cannot invent a sync: without one (the link
+# up and `FleetSynced` seen since) the guard goes back to UNSYNCED.
+FLEET = MachineDefinition(
+    name="fleet",
+    description="Fleet membership: UNSYNCED until synced; TRIPPED when Redis is lost "
+    "past the grace period.",
+    states=GuardState,
+    initial=_U,
+    transitions=(
+        Spec("sync", (_U,), _H),
+        Spec("trip", (_U, _H, _C), _T),
+        Spec("recover", (_T,), _C),
+        Spec("expire", (_C,), _H),
+        Spec("reset", (_U, _H, _T, _C), _H, "synced"),
+        Spec("reset", (_U, _H, _T, _C), _U),
+    ),
+    unused=frozenset({_N}),
 )
 
 _CL, _OP, _HO = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -135,4 +159,13 @@ HALT = MachineDefinition(
     ),
 )
 
-DEFINITIONS: tuple[MachineDefinition, ...] = (GUARD, MARK, PREVIEW, BREAKER, FEED, MODE, HALT)
+DEFINITIONS: tuple[MachineDefinition, ...] = (
+    GUARD,
+    MARK,
+    PREVIEW,
+    BREAKER,
+    FEED,
+    MODE,
+    HALT,
+    FLEET,
+)

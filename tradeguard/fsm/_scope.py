@@ -10,13 +10,16 @@ symbol.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from tradeguard.fsm._guards import Guard, MarkStalenessGuard, ToMono, ToWall
 from tradeguard.fsm._machines import HALT, MODE
 from tradeguard.fsm._states import GuardState, HaltState, TradingMode
 from tradeguard.fsm._timers import Timer, Timers, seconds_until
 from tradeguard.fsm.effects import Alert, Effect, ModeChanged, Reason
+
+if TYPE_CHECKING:
+    from tradeguard.fsm._fleet import PeerHold
 
 __all__ = ["Halt", "Scope"]
 
@@ -132,9 +135,12 @@ class Scope:
         state: the scope's own `TradingMode` (its `MODE` machine's state).
         guards: its guards by name.
         mark: a symbol's mark-staleness guard (``None`` for the global scope).
+        peers: the restrictions peers of a fleet put in force on this scope, by their name
+            (``guard@member``, DESIGN §7), or ``None`` when there are none; they only add
+            to the scope's own mode.
     """
 
-    __slots__ = ("guards", "halt", "mark", "state", "symbol")
+    __slots__ = ("guards", "halt", "mark", "peers", "state", "symbol")
 
     def __init__(self, symbol: str | None, guards: list[Guard], timers: Timers) -> None:
         self.symbol = symbol
@@ -142,6 +148,9 @@ class Scope:
         found = self.guards.get("mark_staleness")
         self.mark = found if isinstance(found, MarkStalenessGuard) else None
         self.halt = Halt(symbol, timers)
+        # None until a peer restricts this scope: an empty dict per symbol would cost 0.6 MB
+        # per 10,000 symbols of a layer without a fleet.
+        self.peers: dict[str, PeerHold] | None = None
         self.state = _ALLOW
         # A symbol's machine starts where its rules put it: its mark_staleness guard starts in
         # NO_MARK (REDUCE_ONLY, or PAUSED per RISK_MARK_STALENESS_ALLOW_REDUCE_ONLY), and no
@@ -159,6 +168,10 @@ class Scope:
         for guard in self.guards.values():
             if guard.restriction > mode and guard.restricting:
                 mode = guard.restriction
+        if self.peers:
+            for hold in self.peers.values():
+                if hold.mode > mode:
+                    mode = hold.mode
         return mode
 
     def reasons(self, now: float) -> list[Reason]:
@@ -171,6 +184,8 @@ class Scope:
         if self.halt.halted:
             left = self.halt.seconds_left(now)
             found.append(Reason("operator", self.symbol, self.halt.state, left))
+        if self.peers:
+            found.extend(hold.reason(now) for _, hold in sorted(self.peers.items()))
         return found
 
     def refresh(self, at: float) -> list[Effect]:
@@ -214,4 +229,17 @@ class Scope:
         }
         if self.mark is not None:
             view["has_mark"] = not self.awaiting_first_mark
+        if self.peers:  # only with a fleet: a layer without one shows exactly what it did
+            view["peers"] = [
+                {
+                    "name": name,
+                    "member": hold.member,
+                    "guard": hold.guard,
+                    "mode": hold.mode.name,
+                    "state": hold.state,
+                    "until": hold.lifts_at,
+                    "seconds_until_lift": seconds_until(hold.lifts_at, now),
+                }
+                for name, hold in sorted(self.peers.items())
+            ]
         return view

@@ -11,13 +11,16 @@ class GuardState(StrEnum):
     """A guard's state (DESIGN §2.1).
 
     The preview guard uses HEALTHY and TRIPPED only. NO_MARK is mark_staleness's alone: a
-    symbol whose first mark has not arrived, restricted exactly like a stale mark.
+    symbol whose first mark has not arrived, restricted exactly like a stale mark. UNSYNCED is
+    the fleet guard's alone (DESIGN §7): a member that has not yet read its peers'
+    restrictions, restricted like a trip.
     """
 
     HEALTHY = "HEALTHY"
     TRIPPED = "TRIPPED"
     COOLDOWN = "COOLDOWN"
     NO_MARK = "NO_MARK"
+    UNSYNCED = "UNSYNCED"
 
 
 class BreakerState(StrEnum):

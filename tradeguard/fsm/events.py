@@ -13,8 +13,10 @@ from typing import Literal, final
 
 from tradeguard.errors import InvalidObservation
 from tradeguard.fsm._faults import api_fault
+from tradeguard.fsm._states import TradingMode
 
 __all__ = [
+    "PEER_GUARDS",
     "ApiCall",
     "BrokerRead",
     "CancelFailed",
@@ -23,10 +25,16 @@ __all__ = [
     "FeedDisconnected",
     "FeedMessage",
     "FeedStarted",
+    "FleetJoined",
+    "FleetLink",
+    "FleetSynced",
     "MalformedMessage",
     "MarkUpdate",
     "MessagesDropped",
     "Observation",
+    "PeerHeartbeat",
+    "PeerLifted",
+    "PeerRestriction",
     "PreviewResult",
     "ProbeAbandoned",
     "RateLimitUsage",
@@ -360,6 +368,169 @@ class ProbeAbandoned:
         _require_name("ProbeAbandoned", "category", self.category)
 
 
+# ---------------------------------------------------------------------- fleet (DESIGN §7)
+
+PEER_GUARDS: dict[str, Literal["global", "symbol", "any"]] = {
+    "api_health": "global",
+    "broker_outage": "global",
+    "reconciliation": "global",
+    "validation": "global",
+    "websocket": "global",
+    "mark_staleness": "symbol",
+    "slippage": "symbol",
+    "operator": "any",
+}
+"""The guards a peer may share, with the scope each takes: every guard that restricts, and the
+operator halt. Not ``preview`` (it never restricts) nor ``fleet`` (a member's own link)."""
+
+# The states a shared restriction can be in: a guard's (NO_MARK is local knowledge), a halt's.
+_PEER_STATES = frozenset({"TRIPPED", "COOLDOWN", "HALTED", "REDUCED"})
+
+
+def _require_member(kind: str, member: object) -> None:
+    _require_name(kind, "member", member)
+    if not isinstance(member, str) or "|" in member or any(c.isspace() for c in member):
+        raise InvalidObservation(
+            f"{kind}.member must be a name without blanks or '|', got {member!r}"
+        )
+
+
+def _require_wall_time(kind: str, field: str, value: object) -> None:
+    # `not math.isfinite` also refuses NaN; a bool is not a time.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidObservation(
+            f"{kind}.{field} must be a finite wall-clock time in seconds, got {value!r}"
+        )
+
+
+def _require_peer_scope(kind: str, guard: object, scope: object) -> None:
+    if not isinstance(guard, str) or guard not in PEER_GUARDS:
+        raise InvalidObservation(
+            f"{kind}.guard must be one of: {', '.join(sorted(PEER_GUARDS))}; got {guard!r}"
+        )
+    if scope is not None:
+        _require_name(kind, "scope", scope)
+    takes = PEER_GUARDS[guard]
+    if takes == "global" and scope is not None:
+        raise InvalidObservation(f"{kind}: guard {guard!r} is global, got scope {scope!r}")
+    if takes == "symbol" and scope is None:
+        raise InvalidObservation(f"{kind}: guard {guard!r} is per symbol, got scope None")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FleetJoined:
+    """The shell attached this layer to a fleet as ``member``.
+
+    From now on the global ``fleet`` guard restricts (REDUCE_ONLY, UNSYNCED) until
+    `FleetSynced`. Joining again (a reconnect) changes nothing but the member name.
+    """
+
+    member: str
+
+    def __post_init__(self) -> None:
+        _require_member("FleetJoined", self.member)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FleetSynced:
+    """The shell read every restriction in force and follows the stream of changes.
+
+    UNSYNCED -> HEALTHY; TRIPPED -> COOLDOWN (``GPT_TRADER_FLEET_MEMBER_TTL_SECONDS``). A sync
+    is only possible over a live link, so it also counts as ``FleetLink(up=True)``.
+    """
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FleetLink:
+    """The state of the connection to Redis: ``up=False`` starts the grace period
+    (``GPT_TRADER_FLEET_LOST_GRACE_SECONDS``) after which the ``fleet`` guard trips;
+    ``up=True`` ends it (recovering from a trip still needs `FleetSynced`)."""
+
+    up: bool
+
+    def __post_init__(self) -> None:
+        _require_bool("FleetLink", "up", self.up)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerRestriction:
+    """A restriction a peer's guard or operator has in force, to apply here too.
+
+    Attributes:
+        member: the peer that has it.
+        guard: the peer's guard (one of `PEER_GUARDS`), or ``"operator"`` for a halt.
+        scope: the symbol, or ``None`` for global (must fit the guard).
+        mode: REDUCE_ONLY or PAUSED (nothing from a peer can allow).
+        state: the peer's state: ``TRIPPED``, ``COOLDOWN``, ``HALTED`` or ``REDUCED``.
+        lifts_at: the wall-clock time it lifts, ``None`` while open-ended (TRIPPED, or a halt
+            without ttl). COOLDOWN needs one; TRIPPED has none.
+        heartbeat_at: the peer's last heartbeat, wall clock.
+    """
+
+    member: str
+    guard: str
+    scope: str | None
+    mode: TradingMode
+    state: str
+    lifts_at: float | None
+    heartbeat_at: float
+
+    def __post_init__(self) -> None:
+        kind = "PeerRestriction"
+        _require_member(kind, self.member)
+        _require_peer_scope(kind, self.guard, self.scope)
+        if type(self.mode) is not TradingMode or self.mode is TradingMode.ALLOW:
+            raise InvalidObservation(
+                f"{kind}.mode must be TradingMode.REDUCE_ONLY or TradingMode.PAUSED (nothing "
+                f"from a peer loosens), got {self.mode!r}"
+            )
+        if not isinstance(self.state, str) or self.state not in _PEER_STATES:
+            raise InvalidObservation(
+                f"{kind}.state must be one of: {', '.join(sorted(_PEER_STATES))}; "
+                f"got {self.state!r}"
+            )
+        if self.lifts_at is not None:
+            _require_wall_time(kind, "lifts_at", self.lifts_at)
+        if self.state == "COOLDOWN" and self.lifts_at is None:
+            raise InvalidObservation(f"{kind}.lifts_at must be a time in COOLDOWN, got None")
+        if self.state == "TRIPPED" and self.lifts_at is not None:
+            raise InvalidObservation(
+                f"{kind}.lifts_at must be None while TRIPPED, got {self.lifts_at!r}"
+            )
+        _require_wall_time(kind, "heartbeat_at", self.heartbeat_at)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerLifted:
+    """A peer lifted its restriction ``(member, guard, scope)``: it lifts here at once."""
+
+    member: str
+    guard: str
+    scope: str | None
+
+    def __post_init__(self) -> None:
+        _require_member("PeerLifted", self.member)
+        _require_peer_scope("PeerLifted", self.guard, self.scope)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerHeartbeat:
+    """A peer's heartbeat, at wall-clock time ``at``: the peer is alive."""
+
+    member: str
+    at: float
+
+    def __post_init__(self) -> None:
+        _require_member("PeerHeartbeat", self.member)
+        _require_wall_time("PeerHeartbeat", "at", self.at)
+
+
 Observation = (
     ApiCall
     | RateLimitUsage
@@ -379,4 +550,10 @@ Observation = (
     | MalformedMessage
     | CancelFailed
     | ProbeAbandoned
+    | FleetJoined
+    | FleetSynced
+    | FleetLink
+    | PeerRestriction
+    | PeerLifted
+    | PeerHeartbeat
 )

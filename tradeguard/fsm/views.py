@@ -23,7 +23,18 @@ from tradeguard.errors import InvalidObservation
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
 from tradeguard.fsm.effects import Reason
 
-__all__ = ["BreakerView", "FeedView", "GuardView", "HaltView", "LayerView", "ScopeView"]
+__all__ = [
+    "BreakerView",
+    "FeedView",
+    "FleetView",
+    "GuardView",
+    "HaltView",
+    "LayerView",
+    "LocalRestriction",
+    "MemberView",
+    "PeerView",
+    "ScopeView",
+]
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -80,6 +91,89 @@ class GuardView:
 
 @final
 @dataclass(frozen=True, slots=True)
+class LocalRestriction:
+    """A restriction this member's own guards or operator put in force, as a fleet publishes
+    it (`ReliabilityLayer.local_restrictions`, DESIGN §7).
+
+    Attributes:
+        guard: the guard's name, or ``"operator"`` for a halt.
+        scope: the symbol, or ``None`` for global.
+        mode: what it imposes (REDUCE_ONLY or PAUSED).
+        state: the guard's state (``TRIPPED``, ``COOLDOWN``) or the halt's (``HALTED``,
+            ``REDUCED``).
+        lifts_at: when it lifts, as a WALL-clock time; ``None`` while the fault holds or for
+            a halt without ttl.
+    """
+
+    guard: str
+    scope: str | None
+    mode: TradingMode
+    state: str
+    lifts_at: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A peer's restriction as applied to one scope of this layer.
+
+    Attributes:
+        name: ``guard@member``, the name its `Reason` carries.
+        member: the peer.
+        guard: the peer's guard, or ``"operator"``.
+        mode: what it imposes here.
+        state: the peer's state (``COOLDOWN`` too for a dead member's open-ended one).
+        until: its monotonic deadline here, ``None`` while open-ended.
+        seconds_until_lift: time left, ``None`` while open-ended.
+    """
+
+    name: str
+    member: str
+    guard: str
+    mode: TradingMode
+    state: str
+    until: float | None
+    seconds_until_lift: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """A peer the layer heard from: its last heartbeat (wall clock) and whether it is alive."""
+
+    member: str
+    heartbeat: float
+    seconds_since_heartbeat: float
+    alive: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """The fleet membership: this member and the peers it heard from.
+
+    Attributes:
+        member: this layer's member name (``None`` when peers' restrictions were restored
+            without a fleet joined).
+        state: the fleet guard's state (``None`` likewise).
+        link_up: whether the link to Redis is up.
+        synced: whether the member has read every restriction since the link came up.
+        grace_until: the monotonic time the fleet guard trips if Redis stays away.
+        members: each peer heard from.
+        peer_restrictions: how many peer restrictions are in force.
+    """
+
+    member: str | None
+    state: GuardState | None
+    link_up: bool | None
+    synced: bool | None
+    grace_until: float | None
+    members: Mapping[str, MemberView]
+    peer_restrictions: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class ScopeView:
     """The global scope (``symbol`` None) or one symbol.
 
@@ -90,6 +184,7 @@ class ScopeView:
         halt: its operator halt.
         guards: its guards by name.
         has_mark: whether its first mark arrived (always True for the global scope).
+        peers: the peers' restrictions in force on it (a fleet only), by name.
     """
 
     symbol: str | None
@@ -98,6 +193,7 @@ class ScopeView:
     halt: HaltView
     guards: Mapping[str, GuardView]
     has_mark: bool = True
+    peers: tuple[PeerView, ...] = ()
 
     def restrictions(self) -> tuple[Reason, ...]:
         """Every restriction in force in this scope alone, as the reasons of a refusal."""
@@ -109,6 +205,7 @@ class ScopeView:
         if self.halt.in_force:
             halt = self.halt
             found.append(Reason("operator", self.symbol, halt.state.value, halt.seconds_until_lift))
+        found.extend(Reason(p.name, self.symbol, p.state, p.seconds_until_lift) for p in self.peers)
         return tuple(found)
 
 
@@ -161,6 +258,7 @@ class LayerView:
         breakers: each category's breaker.
         feeds: each feed.
         next_deadline: when the layer next needs `tick()`, or ``None``.
+        fleet: the fleet membership, ``None`` without a fleet.
     """
 
     mode: TradingMode
@@ -170,6 +268,7 @@ class LayerView:
     breakers: Mapping[str, BreakerView]
     feeds: Mapping[str, FeedView]
     next_deadline: float | None
+    fleet: FleetView | None = None
     _json: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def scope(self, symbol: str | None = None) -> ScopeView | None:
@@ -221,6 +320,7 @@ class LayerView:
             raise InvalidObservation(
                 f"status.preview_enabled must be true or false, got {preview!r}"
             )
+        fleet = root.get("fleet")
         return cls(
             _mode(root.get("mode"), "status.mode"),
             preview,
@@ -229,7 +329,8 @@ class LayerView:
             MappingProxyType(breakers),
             MappingProxyType(feeds),
             _seconds(root.get("next_deadline"), "status.next_deadline"),
-            MappingProxyType(dict(root)),
+            fleet=None if fleet is None else _fleet(_obj(fleet, "status.fleet")),
+            _json=MappingProxyType(dict(root)),
         )
 
 
@@ -287,6 +388,9 @@ def _scope(scope: dict[str, Any], symbol: str | None, where: str) -> ScopeView:
     has_mark = scope.get("has_mark", True)
     if not isinstance(has_mark, bool):
         raise InvalidObservation(f"{where}.has_mark must be true or false, got {has_mark!r}")
+    peers = scope.get("peers", [])
+    if not isinstance(peers, list):
+        raise InvalidObservation(f"{where}.peers must be a list, got {peers!r}")
     return ScopeView(
         symbol,
         mode,
@@ -300,7 +404,59 @@ def _scope(scope: dict[str, Any], symbol: str | None, where: str) -> ScopeView:
         ),
         MappingProxyType(guards),
         has_mark,
+        tuple(
+            _peer(_obj(p, f"{where}.peers[{i}]"), f"{where}.peers[{i}]")
+            for i, p in enumerate(peers)
+        ),
     )
+
+
+def _peer(peer: dict[str, Any], where: str) -> PeerView:
+    return PeerView(
+        _text(peer.get("name"), f"{where}.name"),
+        _text(peer.get("member"), f"{where}.member"),
+        _text(peer.get("guard"), f"{where}.guard"),
+        _mode(peer.get("mode"), f"{where}.mode"),
+        _text(peer.get("state"), f"{where}.state"),
+        _seconds(peer.get("until"), f"{where}.until"),
+        _seconds(peer.get("seconds_until_lift"), f"{where}.seconds_until_lift"),
+    )
+
+
+def _maybe_bool(value: object, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidObservation(f"{where} must be true, false or null, got {value!r}")
+    return value
+
+
+def _fleet(fleet: dict[str, Any]) -> FleetView:
+    where = "status.fleet"
+    member = fleet.get("member")
+    state = fleet.get("state")
+    members = {
+        name: _member(name, _obj(m, f"{where}.members.{name}"), f"{where}.members.{name}")
+        for name, m in _obj(fleet.get("members", {}), f"{where}.members").items()
+    }
+    return FleetView(
+        None if member is None else _text(member, f"{where}.member"),
+        None if state is None else _choice(state, GuardState, f"{where}.state"),
+        _maybe_bool(fleet.get("link_up"), f"{where}.link_up"),
+        _maybe_bool(fleet.get("synced"), f"{where}.synced"),
+        _seconds(fleet.get("grace_until"), f"{where}.grace_until"),
+        MappingProxyType(members),
+        _count(fleet.get("peer_restrictions", 0), f"{where}.peer_restrictions"),
+    )
+
+
+def _member(name: str, member: dict[str, Any], where: str) -> MemberView:
+    heartbeat = _seconds(member.get("heartbeat"), f"{where}.heartbeat")
+    since = _seconds(member.get("seconds_since_heartbeat"), f"{where}.seconds_since_heartbeat")
+    alive = member.get("alive")
+    if heartbeat is None or since is None or not isinstance(alive, bool):
+        raise InvalidObservation(
+            f"{where} must have a heartbeat, seconds_since_heartbeat and alive, got {member!r}"
+        )
+    return MemberView(name, heartbeat, since, alive)
 
 
 _GUARD_FIELDS = frozenset({"state", "restriction", "seconds_until_lift"})

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from tradeguard.io.ccxt_broker import CcxtBroker
     from tradeguard.io.engine import Engine, EngineNotRunning
     from tradeguard.io.feed import FeedClient, Ticker
+    from tradeguard.io.fleet import Fleet
     from tradeguard.io.guarded import GuardedCall, ObservationSink, guarded_call
     from tradeguard.io.http_status import Health, HealthStatus, StatusServer
     from tradeguard.io.loop import (
@@ -41,6 +42,7 @@ __all__ = [
     "EngineNotRunning",
     "FeedClient",
     "FeedControl",
+    "Fleet",
     "GuardedCall",
     "Health",
     "HealthStatus",
@@ -71,6 +73,7 @@ _SOURCES = {
     "CycleReport": "loop",
     "EffectCallback": "runtime",
     "Engine": "engine",
+    "Fleet": "fleet",
     "EngineNotRunning": "engine",
     "FeedClient": "feed",
     "FeedControl": "runtime",

@@ -14,7 +14,10 @@ starts, in dependency order, and closes it in reverse on exit:
    archive sees every effect in the order it ran;
 4. metrics (a registry of the engine's own unless one is given) and, when ``status_port`` is
    set, the ``/metrics``, ``/health``, ``/status`` server;
-5. the websocket feed client, when ``feed_url`` is set.
+5. the fleet link (`tradeguard.io.fleet.Fleet`), when ``GPT_TRADER_FLEET_REDIS_URL`` is set:
+   the member starts REDUCE_ONLY (the ``fleet`` guard, UNSYNCED) until it has read every
+   restriction in force in the fleet, then follows its peers and publishes its own;
+6. the websocket feed client, when ``feed_url`` is set.
 
 Operator calls and refusals are archived when a store is configured: `decide`, `halt`,
 `resume`, `reset` and the loops made by `trading_loop` record themselves. Refusals, through
@@ -45,6 +48,7 @@ from tradeguard.io.runtime import AlertSink, BrokerFactory, Runtime, StartingMod
 
 if TYPE_CHECKING:
     from tradeguard.io.feed import FeedClient
+    from tradeguard.io.fleet import Fleet
     from tradeguard.io.loop import TradingLoop
     from tradeguard.io.metrics import Metrics
     from tradeguard.io.store import EventStore, StoreRecorder
@@ -177,6 +181,11 @@ class Engine(anyio.AsyncContextManagerMixin):
         return self._running().feed
 
     @property
+    def fleet(self) -> Fleet | None:
+        """The `tradeguard.io.fleet.Fleet` link, or ``None`` without a fleet Redis URL."""
+        return self._running().fleet
+
+    @property
     def store(self) -> EventStore | None:
         """The open `tradeguard.io.store.EventStore`, or ``None`` without one."""
         return self._running().store
@@ -297,6 +306,20 @@ class Engine(anyio.AsyncContextManagerMixin):
                 )
                 await stack.enter_async_context(server)
                 parts.status_url = server.url
+            if self.settings.fleet_redis_url:
+                from tradeguard.io.fleet import Fleet
+
+                # After the runtime (it observes through it), before the feed: the member is
+                # held REDUCE_ONLY by the fleet guard before any market data moves it.
+                parts.fleet = await stack.enter_async_context(
+                    Fleet(
+                        runtime,
+                        self.settings,
+                        metrics=metrics,
+                        rng=self._rng,
+                        wall_clock=self._wall_clock,
+                    )
+                )
             if self.feed_url is not None:
                 from tradeguard.io.feed import FeedClient
 
@@ -373,6 +396,7 @@ class _Parts:
         self.archive = archive
         self.status_url: str | None = None
         self.feed: FeedClient | None = None
+        self.fleet: Fleet | None = None
 
     def operator(self, action: str, **fields: Any) -> None:
         self.archive.put(("operator", action, fields, None))

@@ -40,6 +40,11 @@ name                                                  type       labels
 ``{prefix}_feed_last_message_age_seconds``            gauge      feed
 ``{prefix}_feed_sequence_gaps``                       gauge      feed
 ``{prefix}_feed_dropped_messages``                    gauge      feed
+``{prefix}_fleet_members``                            gauge
+``{prefix}_fleet_peer_restrictions``                  gauge
+``{prefix}_fleet_link_up``                            gauge
+``{prefix}_fleet_propagation_seconds``                histogram
+``{prefix}_fleet_messages_rejected_total``            counter    reason
 ====================================================  =========  ==========================
 
 The ``*_state`` gauges are state sets: one series per possible state, 1 for the current
@@ -260,7 +265,46 @@ class Metrics:
             )
         )
 
+        # Fleet mode (tradeguard.io.fleet); the fleet guard's state is in guard_state.
+        self._fleet_members = gauge(
+            "fleet_members", "Fleet members seen (this one included), by their heartbeats."
+        )
+        self._fleet_peers = gauge(
+            "fleet_peer_restrictions", "Restrictions from fleet peers in force on this member."
+        )
+        self._fleet_link = gauge(
+            "fleet_link_up", "1 while the fleet's Redis link is up and synced."
+        )
+        self._fleet_lag = Histogram(
+            f"{prefix}_fleet_propagation_seconds",
+            "From a peer publishing a fleet message (its wall clock) to this member applying it.",
+            registry=self.registry,
+            buckets=_SPAN_BUCKETS,
+        )
+        self._fleet_rejected = counter(
+            "fleet_messages_rejected_total",
+            "Fleet messages ignored because they are malformed or foreign, by reason.",
+            ["reason"],
+        )
+
     # ------------------------------------------------------------------ inputs
+
+    def set_fleet(self, *, members: int, peers: int) -> None:
+        """Set the fleet gauges: members seen and peer restrictions in force."""
+        self._fleet_members.set(members)
+        self._fleet_peers.set(peers)
+
+    def set_fleet_link(self, up: bool) -> None:
+        """Set ``fleet_link_up``."""
+        self._fleet_link.set(1.0 if up else 0.0)
+
+    def observe_fleet_lag(self, seconds: float) -> None:
+        """Record one fleet message's propagation time (publish to apply)."""
+        self._fleet_lag.observe(seconds)
+
+    def count_fleet_rejected(self, reason: str) -> None:
+        """Count one ignored fleet message under ``reason``."""
+        self._fleet_rejected.labels(reason).inc()
 
     def on_effect(self, effect: Effect) -> None:
         """Count a `Transitioned` record; other effects are ignored.
@@ -364,7 +408,7 @@ class Metrics:
             modes[(symbol,)] = scope_view.effective_mode.value
         for scope, scope_view in scopes:
             for name, guard in scope_view.guards.items():
-                states = _MARK_STATES if name == "mark_staleness" else _GUARD_STATES
+                states = _STATES_OF.get(name, _GUARD_STATES)
                 _state_set(guards, (name, scope), states, guard.state)
                 until_lift[(name, scope)] = _until_lift(
                     guard.state is not GuardState.HEALTHY, guard.seconds_until_lift
@@ -449,9 +493,12 @@ def _require_interval(interval: object) -> None:
         raise ValueError(f"interval must be seconds > 0, got {interval!r}")
 
 
-# A guard's state set: NO_MARK is mark_staleness's alone (a symbol not marked yet).
-_GUARD_STATES = tuple(s for s in GuardState if s is not GuardState.NO_MARK)
-_MARK_STATES = tuple(GuardState)
+# A guard's state set: NO_MARK is mark_staleness's alone (a symbol not marked yet), UNSYNCED
+# the fleet guard's alone (a member that has not read its peers' restrictions yet).
+_GUARD_STATES = (GuardState.HEALTHY, GuardState.TRIPPED, GuardState.COOLDOWN)
+_MARK_STATES = (*_GUARD_STATES, GuardState.NO_MARK)
+_FLEET_STATES = (GuardState.UNSYNCED, *_GUARD_STATES)
+_STATES_OF = {"mark_staleness": _MARK_STATES, "fleet": _FLEET_STATES}
 
 
 def _state_set(
@@ -462,6 +509,8 @@ def _state_set(
 ) -> None:
     for state in states:
         into[(*labels, state.name)] = 1.0 if state is current else 0.0
+    # A state outside the family (the fleet guard's UNSYNCED) still shows as current.
+    into.setdefault((*labels, current.name), 1.0)
 
 
 def _until_lift(restricting: bool, seconds_left: float | None) -> float:
