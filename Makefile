@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test promtool lint unit chaos demo replay preflight bench diagrams clean
+.PHONY: test test-floors promtool lint unit chaos demo replay preflight bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,13 @@ promtool:
 	      "binary of a Prometheus release" >&2; exit 1; \
 	  fi; }
 
+# After the suite, the dependency floors: scripts/floors.py installs every runtime and extra
+# dependency at its pyproject lower bound in .venv-floors and runs the tests that use them.
 test: promtool lint unit
+	$(PY) scripts/floors.py
+
+test-floors:
+	$(PY) scripts/floors.py
 
 # The seed's rollout checklist, step 3: the harness's own tests, then the engine under chaos.
 chaos: $(STAMP)
@@ -55,9 +61,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_loop.py
 	$(BIN)/python bench/bench_fleet.py
+	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/bench_feed.py
 
 diagrams: $(STAMP)
 	$(BIN)/tradeguard diagrams
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-floors .mypy_cache .ruff_cache .hypothesis

@@ -162,13 +162,28 @@ async def test_malformed_json_is_counted_and_the_stream_continues() -> None:
         assert feed.status()["disconnects"] == 0
 
 
-async def test_slow_consumer_drops_the_oldest_and_memory_stays_bounded() -> None:
-    async with running_feed(queue_size=4) as feed:
+async def test_an_idle_consumer_keeps_the_latest_ticker_of_every_symbol() -> None:
+    # Issue 15: the buffer conflates by symbol, so an unread ticker replaced by a newer one
+    # for the same symbol is not a drop; with room for every symbol nothing is lost.
+    async with running_feed(queue_size=len(SYMBOLS)) as feed:
+        await wait_until(lambda: feed.client.tickers_conflated >= 10)
+        assert feed.client.buffered == len(SYMBOLS)
+        assert feed.status()["dropped_messages"] == 0
+        latest = [await feed.client.next_ticker() for _ in SYMBOLS]
+        assert sorted(t.symbol for t in latest) == sorted(SYMBOLS)
+
+
+async def test_more_symbols_than_queue_size_drops_the_least_recent_and_stays_bounded() -> None:
+    # Was "drops the oldest" (a FIFO of tickers); now a drop is a latest ticker lost unread,
+    # evicted because `queue_size` other symbols were already buffered.
+    async with running_feed(queue_size=1) as feed:
         await wait_until(lambda: feed.status()["dropped_messages"] >= 10)
-        assert feed.client.buffered == 4
-        assert feed.status()["dropped_messages"] + 4 == feed.client.tickers_received
-        newest = [await feed.client.next_ticker() for _ in range(4)]
-        assert all(t.symbol in SYMBOLS for t in newest)
+        client = feed.client
+        assert client.buffered == 1
+        assert client.tickers_dropped == feed.status()["dropped_messages"]
+        accounted = client.tickers_dropped + client.tickers_conflated + client.buffered
+        assert accounted == client.tickers_received
+        assert (await client.next_ticker()).symbol in SYMBOLS
 
 
 def _open_sockets() -> int:
@@ -253,3 +268,47 @@ async def test_a_refused_handshake_is_not_logged_as_a_server_error(
             async with connect(server.url):
                 pass
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_the_server_forgets_closed_connections_subscriptions() -> None:
+    # Issue 15: it used to keep every subscribe request it ever received.
+    market = Market(SYMBOLS, random.Random(3))
+    subscribe = json.dumps({"type": "subscribe", "channel": "ticker", "product_ids": SYMBOLS})
+    async with ExchangeFeedServer(market, tick_interval=1.0, subscription_history=8) as server:
+        with anyio.fail_after(60):
+            for _ in range(1000):
+                async with connect(server.url) as ws:
+                    await ws.send(subscribe)
+                    await ws.recv()  # the acknowledgement: the request was recorded
+            await wait_until(lambda: server.open_connections == 0)
+        assert server.connections_accepted == 1000
+        assert server.subscriptions_kept == 8
+        assert [s.connection for s in server.subscriptions] == list(range(993, 1001))
+
+
+async def test_load_an_idle_consumer_loses_no_latest_ticker_at_20000_messages_a_second() -> None:
+    # Issue 15 load test: 4,000 one-ticker messages over 50 symbols at 20,000 msg/s with no
+    # consumer reading; afterwards every symbol's buffered ticker is the last one sent.
+    import time
+
+    from tradeguard import ReliabilityLayer, Settings
+    from tradeguard.io import Runtime
+
+    symbols = [f"L{i:02d}-USD" for i in range(50)]
+    layer = ReliabilityLayer(Settings(), time.monotonic, rng=random.Random(4))
+    market = Market(symbols, random.Random(5))
+    async with (
+        ExchangeFeedServer(market, tick_interval=3600, heartbeat_interval=3600) as server,
+        Runtime(layer) as runtime,
+    ):
+        client = FeedClient(runtime, server.url, symbols, queue_size=len(symbols))
+        await runtime.start(client.run)
+        await wait_until(lambda: client.buffered == len(symbols))  # the snapshot
+        received = client.tickers_received
+        with anyio.fail_after(30):
+            last = await server.send_burst(4000, rate=20_000)
+            await wait_until(lambda: client.tickers_received == received + 4000, timeout=30)
+        assert layer.status()["feeds"]["market"]["dropped_messages"] == 0
+        assert client.tickers_dropped == 0
+        latest = {t.symbol: t.price for t in [await client.next_ticker() for _ in symbols]}
+        assert latest == last

@@ -33,13 +33,13 @@ async def record_a_cooldown(path: Path) -> None:
     async with EventStore(path) as store:
         recorder = StoreRecorder(store, layer, wall_clock=clock.wall)
         for effect in [*layer.observe(ev.RateLimitUsage(0.95)), *layer.observe(MARK)]:
-            await recorder.on_effect(effect)  # as a runtime would, right away
+            recorder.on_effect(effect)  # as a runtime would, right away
         clock.advance(5)
         for effect in [
             *layer.observe(ev.RateLimitUsage(0.1)),
             *layer.halt("exchange maintenance", symbol="ETH-USD"),
         ]:
-            await recorder.on_effect(effect)
+            recorder.on_effect(effect)
         await recorder.record_operator("halt", symbol="ETH-USD", by="ops")
 
 
@@ -295,7 +295,7 @@ async def record_a_canary(path: Path) -> None:
     async with EventStore(path) as store:
         recorder = StoreRecorder(store, layer, wall_clock=clock.wall)
         for effect in layer.halt("canary", ttl=3600, mode=TradingMode.REDUCE_ONLY):
-            await recorder.on_effect(effect)
+            recorder.on_effect(effect)
 
 
 def test_status_shows_a_timed_reduce_only_halt_with_its_mode_and_time_left(

@@ -165,7 +165,8 @@ def _ticker(item: object) -> Ticker:
     if not isinstance(symbol, str) or not symbol:
         raise MalformedFeedMessage(f"ticker 'product_id' must be a string, got {symbol!r}")
     try:
-        value = Decimal(str(price)) if isinstance(price, str) else None
+        # Only strings: a float price has already lost digits. Decimal(str) parses once.
+        value = Decimal(price) if isinstance(price, str) else None
     except InvalidOperation:
         value = None
     if value is None or not value.is_finite() or value <= 0:

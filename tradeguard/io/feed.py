@@ -9,14 +9,24 @@ injected random source. When the layer declares a connected stream silent it sen
 Faults become observations right at the edge: a refused handshake (503, 429), a refused
 connection, a close with any code (1012/1013 "retry later" included) are all
 `FeedDisconnected` and end in a backoff, never in a crash or a stopped loop. Malformed
-messages and sequence gaps are counted and the stream goes on. Tickers go to a bounded buffer:
-if the consumer falls behind, the oldest are dropped and counted, so memory stays bounded.
+messages and sequence gaps are counted and the stream goes on.
+
+Keeping up (issue 15). A socket read can hold a thousand frames; the reader yields to other
+tasks every `CHECKPOINT_FRAMES` frames, so the consumer and the timers are never starved by
+one read. Tickers are conflated by symbol: the buffer holds at most the latest ticker per
+symbol, and `next_ticker()` returns them in the order of their latest update. A newer ticker
+replacing an unread one is not a loss (a mark only needs the latest price) and is counted in
+`tickers_conflated` only. A *drop* is a latest ticker lost unread: with `queue_size` symbols
+buffered, a ticker for another symbol evicts the symbol updated longest ago; only these are
+reported as `MessagesDropped`. With `queue_size` at least the number of subscribed symbols,
+an idle consumer loses nothing. Marks are batched the same way: the symbols priced by the
+frames handled between two yields of the reader become one `MarkUpdate` each, observed when
+the reader yields (a mark is the fact "a fresh price was seen now").
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import final
 
@@ -40,6 +50,9 @@ __all__ = ["FeedClient", "Ticker"]
 
 log = logging.getLogger("tradeguard.io.feed")
 
+# Frames the reader handles before it yields to other tasks (the consumer, the timers).
+CHECKPOINT_FRAMES = 64
+
 # Close codes a server uses to say "come back later": reconnect through the backoff as usual.
 RETRY_LATER_CODES = {1012: "service restart", 1013: "try again later"}
 
@@ -56,7 +69,8 @@ class FeedClient:
         url: the ``ws://`` / ``wss://`` address.
         product_ids: the symbols to subscribe to (ticker and heartbeats channels).
         name: the feed's name in the layer (``feed:<name>``).
-        queue_size: tickers buffered for a slow consumer before the oldest are dropped.
+        queue_size: symbols whose latest ticker is buffered for the consumer; a ticker for one
+            more symbol evicts the symbol updated longest ago (counted as dropped).
         open_timeout: seconds a connection attempt may take.
         close_timeout: seconds a close handshake may take before the socket is aborted.
         on_gap: called with ``(feed, expected, received)`` on a sequence gap.
@@ -103,8 +117,13 @@ class FeedClient:
         self.proxy = proxy
         self.connects = 0
         self.tickers_received = 0
+        self.tickers_conflated = 0
+        self.tickers_dropped = 0
         self._subscribed = set(products)
-        self._ticks: deque[Ticker] = deque()
+        # Latest ticker per symbol, in the order of its latest update (dicts keep order).
+        self._ticks: dict[str, Ticker] = {}
+        self._marks: dict[str, None] = {}  # symbols priced since marks were last observed
+        self._marks_due = anyio.Event()
         self._tick_ready = anyio.Event()
         self._reconnect_due = anyio.Event()
         self._read_scope: anyio.CancelScope | None = None
@@ -161,15 +180,41 @@ class FeedClient:
         self.runtime.observe(ev.FeedConnected(self.name))
         with anyio.CancelScope() as scope:
             self._read_scope = scope
-            try:
-                async for raw in connection:
-                    self._on_message(raw)
-            except ConnectionClosed:
-                pass
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._observe_marks_forever)
+                await self._read(connection)
+                tg.cancel_scope.cancel("feed stream ended")
         self._read_scope = None
+        self._observe_marks()  # what the last frames priced, before the close is reported
         if scope.cancel_called:
             return  # the layer asked for this close and already counts it
         self._report_drop(_describe_close(connection))
+
+    async def _read(self, connection: ClientConnection) -> None:
+        frames = 0
+        try:
+            async for raw in connection:
+                self._on_message(raw)
+                frames += 1
+                if frames >= CHECKPOINT_FRAMES:
+                    frames = 0
+                    await anyio.sleep(0)  # a long socket read must not starve the consumer
+        except ConnectionClosed:
+            pass  # reported by the caller, from the close code
+
+    async def _observe_marks_forever(self) -> None:
+        # Runs only when the reader yields (its buffered frames are handled, or a checkpoint),
+        # so one batch of frames becomes one MarkUpdate per symbol.
+        while True:
+            await self._marks_due.wait()
+            self._marks_due = anyio.Event()
+            self._observe_marks()
+
+    def _observe_marks(self) -> None:
+        marks, self._marks = self._marks, {}
+        observe = self.runtime.observe
+        for symbol in marks:
+            observe(ev.MarkUpdate(symbol))
 
     async def _close(self, connection: ClientConnection) -> None:
         with anyio.move_on_after(self.close_timeout, shield=True):
@@ -203,29 +248,48 @@ class FeedClient:
             if self.on_gap is not None:
                 self.on_gap(self.name, expected, message.sequence)
         self._expected_sequence = message.sequence + 1
+        if not message.tickers:
+            return
+        subscribed, ticks, marks = self._subscribed, self._ticks, self._marks
+        received = conflated = dropped = 0
         for ticker in message.tickers:
-            if ticker.symbol in self._subscribed:
-                observe(ev.MarkUpdate(ticker.symbol))
-                self._enqueue(ticker)
-
-    def _enqueue(self, ticker: Ticker) -> None:
-        self.tickers_received += 1
-        if len(self._ticks) >= self.queue_size:
-            self._ticks.popleft()
-            self.runtime.observe(ev.MessagesDropped(self.name))
-        self._ticks.append(ticker)
+            symbol = ticker.symbol
+            if symbol not in subscribed:
+                continue
+            received += 1
+            marks[symbol] = None
+            if ticks.pop(symbol, None) is not None:
+                conflated += 1  # a newer price for the same symbol: nothing lost
+            elif len(ticks) >= self.queue_size:
+                del ticks[next(iter(ticks))]  # the symbol updated longest ago, lost unread
+                dropped += 1
+            ticks[symbol] = ticker  # (re)inserted last: arrival order of the latest update
+        if not received:
+            return
+        self.tickers_received += received
+        self.tickers_conflated += conflated
+        if dropped:
+            self.tickers_dropped += dropped
+            observe(ev.MessagesDropped(self.name, dropped))
         self._tick_ready.set()
+        if not self._marks_due.is_set():
+            self._marks_due.set()
 
     async def next_ticker(self) -> Ticker:
-        """The oldest buffered ticker, waiting for one if none is buffered."""
+        """The buffered ticker whose latest update is oldest, waiting for one if none is.
+
+        Only the latest ticker per symbol is kept: one the consumer has not read yet is
+        replaced by a newer one for the same symbol.
+        """
         while not self._ticks:
             self._tick_ready = anyio.Event()
             await self._tick_ready.wait()
-        return self._ticks.popleft()
+        ticks = self._ticks
+        return ticks.pop(next(iter(ticks)))
 
     @property
     def buffered(self) -> int:
-        """Tickers waiting for the consumer."""
+        """Symbols whose latest ticker waits for the consumer (at most `queue_size`)."""
         return len(self._ticks)
 
     # ------------------------------------------------------------------ FeedControl

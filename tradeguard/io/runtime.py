@@ -14,6 +14,10 @@ lost. A cancel the venue refuses is not a crash: the broker already reported the
 to the layer, the runtime raises an alert saying which orders may still be open and reports
 `CancelFailed`; the layer keeps it (in snapshots too) and asks for the cancel again as soon as
 the API answers again (a breaker closes, or api_health recovers).
+
+Under load (issue 15) the executor takes everything queued at once and acts on safety effects
+(`CancelOpenOrders`, `CancelOrders`, `Alert`) before the bookkeeping queued ahead of them;
+callbacks and subscribers still get every effect in the order it was queued.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Protocol, Self, final
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -58,6 +65,23 @@ __all__ = [
 ]
 
 log = logging.getLogger("tradeguard.io.runtime")
+
+# The effects that protect the account: run before bookkeeping queued ahead of them.
+_SAFETY = (CancelOpenOrders, CancelOrders, Alert)
+# Effects the executor runs between two yields to the event loop.
+_FAIR_SHARE = 32
+# What one call queued: the sequence number of its first effect, and the effects in order.
+_Batch = tuple[int, tuple[Effect, ...]]
+
+
+@dataclass(slots=True, eq=False)
+class _Queued:
+    """An effect the executor took: its sequence number and whether it was acted on yet."""
+
+    seq: int
+    effect: Effect
+    acted: bool = False
+
 
 EffectCallback = Callable[[Effect], Awaitable[None] | None]
 AlertSink = Callable[[Alert], Awaitable[None] | None]
@@ -116,7 +140,9 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._preflight = preflight
         self._subscribers: list[MemoryObjectSendStream[Record]] = []
         self._clock = layer.clock
-        self._send, self._receive = anyio.create_memory_object_stream[Effect](math.inf)
+        # Effects travel as the lists they were queued in, each with the sequence number of
+        # its first effect (the order it was queued in).
+        self._send, self._receive = anyio.create_memory_object_stream[_Batch](math.inf)
         self._callbacks: list[EffectCallback] = []
         self._feeds: dict[str, FeedControl] = {}
         self._wake = anyio.Event()
@@ -125,7 +151,9 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._timer_scope = anyio.CancelScope()
         self._closed = False
         self._profile_sink: profiling.ProfileSink | None = None
-        # Effects queued and run so far: an operator call waits until its own have run.
+        # Effects queued so far, and how many of the first queued have all run (safety effects
+        # may run before bookkeeping queued ahead of them, so this is a low-water mark, not a
+        # count): an operator call waits until its own have run.
         self._queued = 0
         self._executed = 0
         self._progress = anyio.Event()
@@ -247,9 +275,10 @@ class Runtime(anyio.AsyncContextManagerMixin):
     def _publish(self, effects: list[Effect]) -> None:
         if effects and self._closed:
             raise RuntimeClosed(f"Runtime is closed; these effects cannot run: {effects!r}")
-        for effect in effects:
-            self._send.send_nowait(effect)
-        self._queued += len(effects)
+        if effects:
+            # A copy: the caller gets ``effects`` back and may extend it.
+            self._send.send_nowait((self._queued, tuple(effects)))
+            self._queued += len(effects)
         deadline = self.layer.next_deadline()
         if deadline is not None and deadline < self._sleeping_until:
             self._wake.set()
@@ -337,19 +366,66 @@ class Runtime(anyio.AsyncContextManagerMixin):
             self._publish(self.layer.tick())
 
     async def _execute_effects(self) -> None:
+        # Everything ready is taken at once, not one effect per loop pass, and re-taken after
+        # each step. Running an effect has two parts: acting on it (the broker's cancel, the
+        # alert sinks, a feed's reconnect) and publishing it (callbacks such as metrics and the
+        # archive, then subscribers). A safety effect acts as soon as it is taken, ahead of
+        # bookkeeping queued before it; publishing keeps the order effects were queued in, so
+        # callbacks and subscribers still see every effect in order (STYLE §2).
+        pending: deque[_Queued] = deque()  # every effect taken and not yet published, in order
+        urgent: deque[_Queued] = deque()  # the safety effects among them not yet acted on
+        received = 0  # sequence number of the first effect still in the stream
+        ran = 0
+
+        def take(batch: _Batch) -> None:
+            nonlocal received
+            first, effects = batch
+            received = first + len(effects)
+            for seq, effect in enumerate(effects, first):
+                queued = _Queued(seq, effect)
+                pending.append(queued)
+                if isinstance(effect, _SAFETY):
+                    urgent.append(queued)
+
         async with self._receive:
-            async for effect in self._receive:
-                self._route(effect)
-                await self._perform(effect)
+            while True:
+                while True:
+                    try:
+                        take(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if urgent:
+                    await self._act(urgent.popleft())
+                    continue
+                if not pending:
+                    try:
+                        take(await self._receive.receive())
+                    except anyio.EndOfStream:
+                        return
+                    continue
+                queued = pending.popleft()
+                await self._act(queued)
                 for callback in self._callbacks:
-                    result = callback(effect)
+                    result = callback(queued.effect)
                     if inspect.isawaitable(result):
                         await result
-                if isinstance(effect, Transitioned | ModeChanged):
-                    self._notify(effect)
-                self._executed += 1
+                if isinstance(queued.effect, Transitioned | ModeChanged):
+                    self._notify(queued.effect)
+                # Every effect before the first one still pending has run.
+                self._executed = pending[0].seq if pending else received
                 self._progress.set()
                 self._progress = anyio.Event()
+                ran += 1
+                if ran % _FAIR_SHARE == 0:
+                    # Callbacks that never wait would hold the loop through a burst of
+                    # thousands of effects: let the other tasks (and the clock) run.
+                    await anyio.lowlevel.checkpoint()
+
+    async def _act(self, queued: _Queued) -> None:
+        if not queued.acted:
+            queued.acted = True
+            self._route(queued.effect)
+            await self._perform(queued.effect)
 
     async def _perform(self, effect: Effect) -> None:
         match effect:

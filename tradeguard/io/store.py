@@ -13,7 +13,8 @@ Theory of operation (DESIGN §3 "snapshot/restore", §4; issue 6). One SQLite fi
 
 No blocking call runs on the event loop. Each operation is queued in the order it was called
 and the queue is run by one worker thread at a time (the store's own `CapacityLimiter` of 1),
-so the queue, not the scheduler, fixes the order of writes. Each operation is one transaction.
+so the queue, not the scheduler, fixes the order of writes. Each operation is one transaction,
+except appends: those queued while a write runs are written together (group commit).
 WAL with ``synchronous=NORMAL``: a committed write survives the process being killed
 (SIGKILL); a power cut may lose the last commits, never the file.
 
@@ -25,7 +26,8 @@ operator's explicit flag, moves a bad file aside (``<path>.corrupt-<timestamp>``
 new store; it never papers over a fault of the environment (permissions, a read-only or full
 disk), which moving the file would not cure.
 
-`StoreRecorder` archives a runtime's effects and saves the snapshot on every transition;
+`StoreRecorder` archives a runtime's effects without waiting (`EventStore.append_nowait`: the
+thread encodes, one snapshot per write); appends queued together share one transaction;
 `open_layer` builds the layer a process starts with.
 """
 
@@ -201,12 +203,27 @@ def _require_time(value: object, what: str, error: type[InvalidObservation]) -> 
 class _Job:
     """One queued store operation and, once run, its outcome."""
 
-    run: Callable[[sqlite3.Connection], Any]
+    # Rows to archive join the rows queued next to them in one transaction (group commit).
+    run: Callable[[sqlite3.Connection], Any] | list[_Row]
     what: str
     done: bool = False
     abandoned: bool = False  # the task that asked was cancelled before the job ran
     result: Any = None
     error: Exception | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Row:
+    """One event to archive: ``record`` is JSON text, or a mapping the thread encodes.
+
+    ``snapshot`` (saved-at time and JSON text, or a mapping) replaces the stored snapshot in
+    the transaction that archives the row.
+    """
+
+    kind: str
+    when: float
+    record: str | Mapping[str, Any]
+    snapshot: tuple[float, str] | Mapping[str, Any] | None
 
 
 @final
@@ -251,6 +268,18 @@ class EventStore(anyio.AsyncContextManagerMixin):
         self._queue: deque[_Job] = deque()
         self._conn: sqlite3.Connection | None = None
         self._used = False
+        # `append_nowait`: rows not yet handed to the thread, the snapshot they ask for, the
+        # writer's wake-up, and the first failed write (raised by the next call).
+        self._later: list[_Row] = []
+        self._snapshot_of: Callable[[], Mapping[str, Any]] | None = None
+        self._write_soon = anyio.Event()
+        self._failed: StoreError | None = None
+        # Whether a task is draining the queue in the thread, and the end of its pass.
+        self._draining = False
+        self._drained = anyio.Event()
+        self._in_flight = 0  # jobs the thread took from the queue and is running
+        self.transactions = 0
+        """Write transactions committed so far (rows queued together share one)."""
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
@@ -261,11 +290,17 @@ class EventStore(anyio.AsyncContextManagerMixin):
         with anyio.CancelScope(shield=True):
             self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         try:
-            yield self
+            async with anyio.create_task_group() as writer:
+                writer.start_soon(self._write_behind)
+                try:
+                    yield self
+                finally:
+                    writer.cancel_scope.cancel("store closed")
         finally:
             # Shielded, without a time limit: a thread cannot be interrupted, and the queued
             # writes (the last snapshot among them) must reach the file before it closes.
             with anyio.CancelScope(shield=True):
+                self._hand_over()
                 await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
 
     # ------------------------------------------------------------------ API
@@ -273,7 +308,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
     @property
     def pending(self) -> int:
         """Writes waiting in memory for the store's thread, not yet on disk (a backlog)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._later) + self._in_flight
 
     async def append(
         self,
@@ -302,21 +337,48 @@ class EventStore(anyio.AsyncContextManagerMixin):
         if kind not in KINDS:
             raise InvalidRecord(f"unknown event kind {kind!r}; expected one of {KINDS}")
         when = _require_time(wall_time, "wall_time", InvalidRecord)
-        text = _to_json(record, "record", InvalidRecord)
-        snap = None if snapshot is None else self._snapshot_row(snapshot, when)
-
-        def run(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                cursor = conn.execute(
-                    "INSERT INTO events (wall_time, kind, record) VALUES (?, ?, ?)",
-                    (when, kind, text),
-                )
-                if snap is not None:
-                    conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", snap)
-            return int(cursor.lastrowid or 0)
-
-        event_id: int = await self._submit(run, f"archive an event of kind {kind!r}", writes=True)
+        # Encoded by the store's thread; an encoding error is raised here all the same.
+        row = _Row(kind, when, record, snapshot)
+        event_id: int = await self._submit([row], f"archive an event of kind {kind!r}", writes=True)
         return event_id
+
+    def append_nowait(
+        self,
+        kind: str,
+        record: Mapping[str, Any],
+        wall_time: float,
+        *,
+        snapshot_of: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Queue one event for the store's thread, which encodes and writes it; returns now.
+
+        Rows queued together are written in one transaction. With ``snapshot_of``, the
+        stored snapshot is replaced in the transaction that archives the event, by one
+        ``snapshot_of()`` taken (on the event loop) after the event happened: once per
+        write, however many events asked for it, and never older than the last event
+        archived with it.
+
+        A write that fails is logged, then raised by the next call (and from the block of
+        the store), so whoever archives learns the store no longer keeps up with the state.
+
+        Raises:
+            InvalidRecord: an unknown kind or a bad time.
+            StoreError: the store is read-only, or an earlier queued write failed.
+            StoreNotOpen: the store is not open.
+        """
+        if kind not in KINDS:
+            raise InvalidRecord(f"unknown event kind {kind!r}; expected one of {KINDS}")
+        when = _require_time(wall_time, "wall_time", InvalidRecord)
+        if self._conn is None:
+            raise StoreNotOpen("EventStore is not open: use `async with EventStore(path)`")
+        if self.read_only:
+            raise StoreError(str(self.path), "cannot archive an event: the store is read-only")
+        if self._failed is not None:
+            raise self._failed
+        self._later.append(_Row(kind, when, record, None))
+        if snapshot_of is not None:
+            self._snapshot_of = snapshot_of
+        self._write_soon.set()
 
     async def save_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         """Replace the stored snapshot with ``snapshot`` (a `ReliabilityLayer.snapshot()`).
@@ -408,43 +470,173 @@ class EventStore(anyio.AsyncContextManagerMixin):
     # ------------------------------------------------------------------ queue
 
     async def _submit(
-        self, run: Callable[[sqlite3.Connection], Any], what: str, *, writes: bool = False
+        self,
+        run: Callable[[sqlite3.Connection], Any] | list[_Row],
+        what: str,
+        *,
+        writes: bool = False,
     ) -> Any:
         if self._conn is None:
             raise StoreNotOpen("EventStore is not open: use `async with EventStore(path)`")
         if writes and self.read_only:
             raise StoreError(str(self.path), f"cannot {what}: the store was opened read-only")
+        self._hand_over()  # rows queued without waiting come first
         job = _Job(run, what)
         self._queue.append(job)  # queued now, so jobs run in the order they were asked for
         try:
-            await anyio.to_thread.run_sync(self._drain, limiter=self._limiter)
+            await self._until_done(job)
         except anyio.get_cancelled_exc_class():
             # The job stays queued and runs with the next one (or at close); nobody is
             # left to raise its error to, so `_drain` logs it.
             job.abandoned = True
             raise
-        if not job.done:  # pragma: no cover - the drain above ran every queued job
-            raise RuntimeError(f"store job {what!r} did not run")
         if job.error is not None:
             raise job.error
         return job.result
 
+    async def _until_done(self, job: _Job) -> None:
+        # One task drains for everyone: jobs queued while the thread writes are run by the
+        # next pass, together (rows in one transaction), not one thread call each.
+        while not job.done:
+            if self._draining:
+                await self._drained.wait()
+            else:
+                await self._drain_pass()
+
+    async def _drain_pass(self) -> None:
+        self._draining = True
+        try:
+            await anyio.to_thread.run_sync(self._drain, limiter=self._limiter)
+        finally:
+            self._draining = False
+            drained, self._drained = self._drained, anyio.Event()
+            drained.set()  # waiters look at their jobs; one of them drains what is left
+
+    def _hand_over(self) -> None:
+        """Queue the rows of `append_nowait` for the thread, with one snapshot (on the loop).
+
+        The snapshot is taken now, after every event among the rows happened, and goes with
+        the last row: the transaction that archives them replaces the stored snapshot.
+        """
+        if not self._later:
+            return
+        rows, self._later = self._later, []
+        snapshot_of, self._snapshot_of = self._snapshot_of, None
+        if snapshot_of is not None:
+            rows[-1].snapshot = snapshot_of()  # a dict build; the thread encodes it
+        # One job, appended at once: the thread never sees the rows without their snapshot.
+        self._queue.append(_Job(rows, f"archive {len(rows)} event(s)", abandoned=True))
+
+    async def _write_behind(self) -> None:
+        """Write the rows of `append_nowait` in the thread, each time some are queued."""
+        while True:
+            await self._write_soon.wait()
+            self._write_soon = anyio.Event()
+            self._hand_over()
+            if not self._queue:
+                continue
+            if self._draining:
+                await self._drained.wait()  # the next pass takes them
+                self._write_soon.set()
+            else:
+                await self._drain_pass()
+            if self._failed is not None:
+                raise self._failed  # leaves the store's block: the state is no longer saved
+
     def _drain(self) -> None:
-        """Run every queued job, in order (in the worker thread, one drain at a time)."""
+        """Run every queued job, in order (in the worker thread, one drain at a time).
+
+        Consecutive jobs of rows are written in one transaction (group commit).
+        """
         while self._queue:
             job = self._queue.popleft()
+            if isinstance(job.run, list):
+                group = [job]
+                while self._queue and isinstance(self._queue[0].run, list):
+                    group.append(self._queue.popleft())
+                self._in_flight = len(group)
+                try:
+                    self._write_rows(group)
+                finally:
+                    self._in_flight = 0
+            else:
+                try:
+                    if self._conn is None:
+                        raise StoreNotOpen("EventStore is closed")
+                    job.result = job.run(self._conn)
+                except (sqlite3.Error, OSError) as err:
+                    job.error = self._error(f"cannot {job.what}", err)
+                except Exception as err:  # handed to the task that asked for the job
+                    job.error = err
+                finally:
+                    job.done = True
+                self._report(job)
+
+    def _write_rows(self, jobs: list[_Job]) -> None:
+        """Encode the rows of ``jobs`` and write them in one transaction (in the thread)."""
+        params: list[tuple[float, str, str]] = []
+        snapshot: tuple[float, str] | None = None
+        written: list[_Job] = []
+        for job in jobs:
+            assert isinstance(job.run, list)  # only row jobs are grouped
             try:
-                if self._conn is None:
-                    raise StoreNotOpen("EventStore is closed")
-                job.result = job.run(self._conn)
-            except (sqlite3.Error, OSError) as err:
+                encoded = [self._encode(row) for row in job.run]
+            except (InvalidRecord, InvalidSnapshot) as err:
+                job.error, job.done = err, True  # its rows are left out; the others go on
+                self._report(job)
+                continue
+            for when, kind, text, snap in encoded:
+                params.append((when, kind, text))
+                snapshot = snap if snap is not None else snapshot
+            written.append(job)
+        if not written:
+            return
+        try:
+            if self._conn is None:
+                raise StoreNotOpen("EventStore is closed")
+            with _transaction(self._conn):
+                self._conn.executemany(
+                    "INSERT INTO events (wall_time, kind, record) VALUES (?, ?, ?)", params
+                )
+                if snapshot is not None:
+                    self._conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", snapshot)
+                last = int(self._conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            self.transactions += 1
+        except (sqlite3.Error, OSError) as err:
+            for job in written:
                 job.error = self._error(f"cannot {job.what}", err)
-            except Exception as err:  # handed to the task that asked for the job, raised there
+        except Exception as err:  # StoreNotOpen: handed to the tasks that asked
+            for job in written:
                 job.error = err
-            finally:
-                job.done = True
-            if job.error is not None and job.abandoned:
-                log.error("event store %s: %s", self.path, job.error, exc_info=job.error)
+        else:
+            # One writer, one transaction: the rows' ids are consecutive, ending at `last`.
+            first = last - len(params) + 1
+            for job in written:
+                assert isinstance(job.run, list)
+                first += len(job.run)
+                job.result = first - 1  # the id of the job's last row
+        for job in written:
+            job.done = True
+            self._report(job)
+
+    def _encode(self, row: _Row) -> tuple[float, str, str, tuple[float, str] | None]:
+        text = (
+            row.record
+            if isinstance(row.record, str)
+            else _to_json(row.record, "record", InvalidRecord)
+        )
+        snap = row.snapshot
+        if snap is not None and not isinstance(snap, tuple):
+            snap = self._snapshot_row(snap, row.when)
+        return row.when, row.kind, text, snap
+
+    def _report(self, job: _Job) -> None:
+        # Nobody waits for an abandoned job: log its error, and keep the first failed write
+        # for `append_nowait` to raise.
+        if job.error is not None and job.abandoned:
+            log.error("event store %s: %s", self.path, job.error, exc_info=job.error)
+            if self._failed is None and isinstance(job.error, StoreError):
+                self._failed = job.error
 
     def _close(self) -> None:
         self._drain()
@@ -722,12 +914,15 @@ class StoreRecorder:
     """Archives a runtime's effects and keeps the stored snapshot current.
 
     Register with ``runtime.on_effect(recorder.on_effect)``. Every transition, mode change,
-    trip effect and alert is archived, in the order the runtime runs them; a transition is
-    archived together with a fresh ``layer.snapshot()``, in one transaction, so the stored
-    snapshot is never older than the last archived transition.
+    trip effect and alert is archived, in the order the runtime runs them. Nothing is encoded
+    or awaited on the event loop: records go to the store's thread, which encodes them and
+    writes those queued together in one transaction, with one ``layer.snapshot()`` taken
+    after the last transition among them, so the stored snapshot is never older than the
+    last archived transition.
 
-    A failed write raises `StoreError` out of the callback, which stops the runtime: an engine
-    whose state can no longer be saved could restart more permissive than it stopped.
+    A failed write raises `StoreError` out of the next callback (stopping the runtime) and
+    out of the store's block: an engine whose state can no longer be saved could restart
+    more permissive than it stopped.
 
     Args:
         store: an open `EventStore`.
@@ -745,8 +940,13 @@ class StoreRecorder:
         self.layer = layer
         self._wall_clock = wall_clock
 
-    async def on_effect(self, effect: Effect) -> None:
-        """Archive ``effect`` (and, for a transition, save the snapshot)."""
+    def on_effect(self, effect: Effect) -> None:
+        """Queue ``effect`` for the archive (for a transition, with the snapshot); returns
+        at once: the store's thread encodes and writes (see `EventStore.append_nowait`).
+
+        Raises:
+            StoreError: an earlier write failed, or the store is read-only.
+        """
         archived = effect_record(effect)
         if archived is None:
             return
@@ -755,9 +955,11 @@ class StoreRecorder:
         if isinstance(effect, Transitioned):
             # Stamped with when it happened, though run a moment later.
             wall -= max(0.0, self.layer.clock() - effect.at)
-            await self.store.append(kind, record, wall, snapshot=self.layer.snapshot())
+            # One snapshot per write, taken when the rows are handed over: coalesced, and
+            # never older than the transitions archived with it.
+            self.store.append_nowait(kind, record, wall, snapshot_of=self.layer.snapshot)
         else:
-            await self.store.append(kind, record, wall)
+            self.store.append_nowait(kind, record, wall)
 
     async def record_refusal(
         self, symbol: str, decision: Decision, *, intent: OrderIntent | None = None

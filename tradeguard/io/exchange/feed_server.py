@@ -13,6 +13,10 @@ products it adds (frozen ones left out: they get no ticker), then ``update`` eve
 ``price_percent_chg_24_h``, ...), "24 hours" meaning since the market started. With
 ``tls`` it serves ``wss://``; with ``credentials`` a subscribe carrying a ``jwt`` must carry
 one signed by that key (market-data channels need none, as at the venue).
+
+Subscribe requests are kept for assertions (`subscriptions`): all of an open connection's,
+and of closed connections only the last `subscription_history` records, so reconnect churn
+cannot grow the server's memory (issue 15).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import itertools
 import json
 import logging
 import sys
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -97,6 +102,7 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         tls: serve ``wss://``: True makes a throwaway CA the server owns (removed when the
             block exits); a `ServerTls` is used as given (its owner removes it).
         credentials: check the ``jwt`` a subscribe may carry against this key.
+        subscription_history: subscribe records of closed connections kept for assertions.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         heartbeat_interval: float = 0.05,
         tls: bool | ServerTls = False,
         credentials: ApiCredentials | None = None,
+        subscription_history: int = 64,
     ) -> None:
         self.market = market
         self.host = host
@@ -117,7 +124,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         self.heartbeat_interval = heartbeat_interval
         self.silent = False
         self.refuse_status: int | None = None
-        self.subscriptions: list[Subscription] = []
+        self._live_subscriptions: dict[int, list[Subscription]] = {}
+        self._closed_subscriptions: deque[Subscription] = deque(maxlen=subscription_history)
         self.connections_accepted = 0
         self.handshakes_refused = 0
         self._skip_next = 0
@@ -139,6 +147,22 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
     def ca_file(self) -> Path | None:
         """The PEM file of the CA that signed the server certificate (None without TLS)."""
         return None if self._tls is None else self._tls.ca_file
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """Subscribe requests received: the last of closed connections, then open ones'."""
+        live = [
+            s
+            for number in sorted(self._live_subscriptions)
+            for s in self._live_subscriptions[number]
+        ]
+        return [*self._closed_subscriptions, *live]
+
+    @property
+    def subscriptions_kept(self) -> int:
+        """Subscribe records the server holds (bounded under reconnect churn)."""
+        live = sum(len(subs) for subs in self._live_subscriptions.values())
+        return live + len(self._closed_subscriptions)
 
     @property
     def open_connections(self) -> int:
@@ -212,6 +236,52 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         """Send ``count`` messages that are not JSON before the next tickers."""
         self._garbage_next += count
 
+    async def send_burst(self, count: int, *, rate: float | None = None) -> dict[str, Decimal]:
+        """Send ``count`` one-ticker updates to every subscriber, for load tests and benchmarks.
+
+        Symbols take turns (each connection's products, sorted), as the venue sends one ticker
+        per message; message ``i`` prices its symbol at the market price plus ``i`` cents, so
+        a receiver can tell the latest. Messages are encoded before the first is sent.
+
+        Args:
+            count: messages per subscriber.
+            rate: messages a second per subscriber; None sends flat out.
+
+        Returns:
+            The last price sent per symbol (over all subscribers).
+        """
+        if count < 1 or (rate is not None and not rate > 0):
+            raise ValueError(f"send_burst needs count >= 1 and rate > 0, got {count!r}, {rate!r}")
+        last: dict[str, Decimal] = {}
+        plans: list[tuple[_Subscriber, list[str]]] = []
+        for sub in list(self._subscribers):
+            symbols = sorted(sub.products)
+            if not symbols:
+                continue
+            details = self._details(symbols)
+            messages = []
+            for i in range(count):
+                symbol = symbols[i % len(symbols)]
+                price = self.market.prices[symbol] + Decimal(i) / 100
+                last[symbol] = price
+                sequence = sub.next_sequence(0)
+                messages.append(
+                    ticker_message(sequence, {symbol: price}, details={symbol: details[symbol]})
+                )
+            plans.append((sub, messages))
+        chunk = count if rate is None else max(1, int(rate / 1000))  # about one chunk a ms
+        start = anyio.current_time()
+        for begin in range(0, count, chunk):
+            if rate is not None:
+                await anyio.sleep_until(start + begin / rate)
+            for sub, messages in plans:
+                try:
+                    for message in messages[begin : begin + chunk]:
+                        await sub.connection.send(message)
+                except ConnectionClosed:
+                    self._subscribers.discard(sub)
+        return last
+
     # ------------------------------------------------------------------ internals
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -225,6 +295,7 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
         sub = _Subscriber(connection, next(self._numbers))
         self.connections_accepted += 1
         self._subscribers.add(sub)
+        self._live_subscriptions[sub.number] = []
         try:
             async for raw in connection:
                 await self._on_request(sub, raw)
@@ -232,6 +303,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
             pass
         finally:
             self._subscribers.discard(sub)
+            # The connection is gone: only a bounded history of its requests is kept.
+            self._closed_subscriptions.extend(self._live_subscriptions.pop(sub.number, ()))
 
     async def _on_request(self, sub: _Subscriber, raw: str | bytes) -> None:
         try:
@@ -252,7 +325,8 @@ class ExchangeFeedServer(anyio.AsyncContextManagerMixin):
                 return
         added: list[str] = []
         if kind == "subscribe":
-            self.subscriptions.append(Subscription(sub.number, channel, tuple(products)))
+            record = Subscription(sub.number, channel, tuple(products))
+            self._live_subscriptions.setdefault(sub.number, []).append(record)
             if channel == "heartbeats":
                 sub.heartbeats = True
             elif channel == "ticker":

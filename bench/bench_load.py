@@ -1,0 +1,308 @@
+"""Benchmarks of the runtime and the store under load (issue 15, items 1 and 3).
+
+1. 1,000 symbols get their first marks, which all go stale together; api_health trips 50 ms
+   after they went stale. With a
+   `StoreRecorder` attached: time from the trip to `CancelOpenOrders` reaching the broker
+   (target <= 100 ms) and the longest event-loop stall, seen by a ticker task (target <= 20 ms).
+   Baseline: the same run without the recorder.
+2. A trip behind a backlog of 400 queued effects (records archived, and a metrics-like async
+   callback per effect): p99 time from the trip to the cancel (target <= 20 ms). Baseline: the
+   same trip with nothing queued.
+3. `EventStore.append` rate, appends issued concurrently, against ``executemany`` of the same
+   records in one WAL-mode transaction (target >= 0.5x); sequential appends for reference.
+
+Every figure is measured in this run; the ratios compare runs of this script.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from tradeguard import Settings
+from tradeguard.fsm import events as ev
+from tradeguard.fsm.effects import Effect, Transitioned
+from tradeguard.io import Runtime
+from tradeguard.io.broker import (
+    Balance,
+    Broker,
+    Order,
+    OrderRequest,
+    Preview,
+    Product,
+    Quote,
+)
+from tradeguard.io.store import EventStore, StoreRecorder, open_layer
+
+SYMBOLS = 1000
+STALE_AFTER = 0.3  # seconds without a mark before a symbol's mark is stale
+BACKLOG = 400
+TRIPS = 40
+ROWS = 5000
+WRITERS = 500
+
+
+class TimingBroker(Broker):
+    """Notes when a cancel reaches it (`list_orders`, the first call of `CancelOpenOrders`)."""
+
+    def __init__(self) -> None:
+        self.reached: float | None = None
+        self.event = anyio.Event()
+
+    async def list_orders(self) -> list[Order]:
+        self.reached = time.perf_counter()
+        self.event.set()
+        return []
+
+    async def list_balances(self) -> list[Balance]:
+        raise NotImplementedError
+
+    async def list_positions(self) -> dict[str, Decimal]:
+        raise NotImplementedError
+
+    async def get_best_bid_ask(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        raise NotImplementedError
+
+    async def get_ticker(self, symbol: str) -> Quote:
+        raise NotImplementedError
+
+    async def get_product(self, symbol: str) -> Product:
+        raise NotImplementedError
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        raise NotImplementedError
+
+    async def cancel_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return list(order_ids)
+
+    async def preview_order(self, request: OrderRequest) -> Preview:
+        raise NotImplementedError
+
+    def rearm(self) -> None:
+        self.reached = None
+        self.event = anyio.Event()
+
+
+class Ticker:
+    """Measures the event loop's longest stall: a task asking for 1 ms sleeps."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await anyio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - before - 0.001)
+
+
+async def settle(runtime: Runtime, store: EventStore) -> None:
+    """Wait until every queued effect ran and the store wrote everything queued."""
+    with anyio.fail_after(120):
+        while runtime._executed < runtime._queued or store.pending:
+            await anyio.sleep(0.005)
+
+
+async def stale_then_trip(directory: Path, *, recorder: bool) -> tuple[float, float, float]:
+    """Seconds from the trip to the cancel, the longest stall, and seconds to archive all."""
+    settings = Settings(mark_staleness_threshold_seconds=STALE_AFTER)
+    path = directory / f"stale-{recorder}.db"
+    async with EventStore(path) as store:
+        layer = await open_layer(settings, store)
+        broker = TimingBroker()
+        async with Runtime(layer, broker=broker, alert_sinks=()) as runtime:
+            if recorder:
+                runtime.on_effect(StoreRecorder(store, layer).on_effect)
+            ticker = Ticker()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker.run)
+                # The first marks (1,000 transitions to archive), every one stale at
+                # STALE_AFTER (1,000 more, and mode changes), the trip 50 ms later.
+                for i in range(SYMBOLS):
+                    runtime.observe(ev.MarkUpdate(f"S{i:04d}-USD"))
+                await anyio.sleep(STALE_AFTER + 0.05)
+                tripped = time.perf_counter()
+                runtime.observe(ev.RateLimitUsage(0.95))
+                with anyio.fail_after(120):
+                    await broker.event.wait()
+                await settle(runtime, store)
+                archived = time.perf_counter() - tripped
+                tg.cancel_scope.cancel("measured")
+            assert broker.reached is not None
+            return broker.reached - tripped, ticker.worst, archived
+
+
+async def trips_behind_a_backlog(directory: Path, backlog: int) -> list[float]:
+    """Seconds from each trip to its cancel, with ``backlog`` effects queued ahead of it."""
+    path = directory / f"backlog-{backlog}.db"
+    async with EventStore(path) as store:
+        layer = await open_layer(Settings(), store)
+        broker = TimingBroker()
+
+        async def metrics(effect: Effect) -> None:
+            await anyio.sleep(0)  # an async callback: one loop pass per effect
+
+        async with Runtime(layer, broker=broker, alert_sinks=()) as runtime:
+            runtime.on_effect(StoreRecorder(store, layer).on_effect)
+            runtime.on_effect(metrics)
+            seconds = []
+            for n in range(TRIPS):
+                at = layer.clock()
+                runtime.apply(
+                    [
+                        Transitioned("mark_staleness", f"B{n}-{i}", "FRESH", "STALE", "expire", at)
+                        for i in range(backlog)
+                    ]
+                )
+                broker.rearm()
+                tripped = time.perf_counter()
+                runtime.observe(ev.RateLimitUsage(0.95))
+                with anyio.fail_after(120):
+                    await broker.event.wait()
+                assert broker.reached is not None
+                seconds.append(broker.reached - tripped)
+                await settle(runtime, store)
+                await runtime.reset("api_health")
+                runtime.observe(ev.RateLimitUsage(0.1))
+                await settle(runtime, store)
+            return seconds
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def records() -> list[dict[str, Any]]:
+    return [
+        {"effect": "Transitioned", "machine": "mark_staleness", "scope": f"S{i}", "dest": "STALE"}
+        for i in range(ROWS)
+    ]
+
+
+async def append_rate(directory: Path, mode: str) -> tuple[float, int]:
+    """Appends per second, and the transactions they took (when the store counts them).
+
+    ``mode``: ``"concurrent"`` (50 writers, each awaiting its appends in turn),
+    ``"sequential"`` (one append awaited at a time) or ``"nowait"`` (`append_nowait`).
+    """
+    rows = records()
+    async with EventStore(directory / f"append-{mode}.db") as store:
+        now = time.time()
+        started = time.perf_counter()
+        if mode == "concurrent":
+
+            async def writer(part: list[dict[str, Any]]) -> None:
+                for row in part:
+                    await store.append("transition", row, now)
+
+            async with anyio.create_task_group() as tg:
+                for w in range(WRITERS):
+                    tg.start_soon(writer, rows[w::WRITERS])
+        elif mode == "sequential":
+            for row in rows:
+                await store.append("transition", row, now)
+        else:
+            for row in rows:
+                store.append_nowait("transition", row, now)
+            with anyio.fail_after(60):
+                while store.pending:
+                    await anyio.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        assert len(await store.events(kinds=["transition"])) == len(rows)
+        return len(rows) / elapsed, getattr(store, "transactions", -1)
+
+
+def executemany_rate(directory: Path) -> float:
+    """``executemany`` of the same records (encoded, as `append` does) in WAL mode."""
+    rows = records()
+    conn = sqlite3.connect(directory / "plain.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " wall_time REAL, kind TEXT, record TEXT)"
+    )
+    now = time.time()
+    started = time.perf_counter()
+    params = [
+        (now, "transition", json.dumps(r, sort_keys=True, separators=(",", ":"))) for r in rows
+    ]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO events (wall_time, kind, record) VALUES (?, ?, ?)", params)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return len(rows) / elapsed
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        print(f"1. {SYMBOLS} marks stale together, api_health trips 50 ms later")
+        bare, bare_stall, _ = await stale_then_trip(directory, recorder=False)
+        cancel, stall, archived = await stale_then_trip(directory, recorder=True)
+        print(f"  trip -> cancel, no recorder        {bare * 1000:9.1f} ms")
+        print(
+            f"  trip -> cancel, recorder           {cancel * 1000:9.1f} ms"
+            f"  ({cancel / bare:.1f}x; target <= 100 ms: {verdict(cancel <= 0.1)})"
+        )
+        print(f"  longest loop stall, no recorder    {bare_stall * 1000:9.1f} ms")
+        print(
+            f"  longest loop stall, recorder       {stall * 1000:9.1f} ms"
+            f"  (target <= 20 ms: {verdict(stall <= 0.02)})"
+        )
+        print(f"  trip -> everything archived        {archived * 1000:9.1f} ms")
+
+        print(f"2. a trip behind {BACKLOG} queued effects, {TRIPS} trips")
+        idle = await trips_behind_a_backlog(directory, 0)
+        loaded = await trips_behind_a_backlog(directory, BACKLOG)
+        print(
+            f"  idle     p50 {statistics.median(idle) * 1000:7.2f} ms"
+            f"  p99 {p99(idle) * 1000:7.2f} ms"
+        )
+        print(
+            f"  backlog  p50 {statistics.median(loaded) * 1000:7.2f} ms"
+            f"  p99 {p99(loaded) * 1000:7.2f} ms"
+            f"  ({p99(loaded) / p99(idle):.1f}x idle; target <= 20 ms: "
+            f"{verdict(p99(loaded) <= 0.02)})"
+        )
+
+        print(f"3. store appends, {ROWS} records")
+        plain = executemany_rate(directory)
+        concurrent, transactions = await append_rate(directory, "concurrent")
+        sequential, _ = await append_rate(directory, "sequential")
+        print(f"  executemany, WAL                   {plain:9.0f} /s")
+        print(
+            f"  append, {WRITERS} writers               {concurrent:9.0f} /s"
+            f"  ({concurrent / plain:.2f}x; target >= 0.5x: {verdict(concurrent >= 0.5 * plain)};"
+            f" {transactions} transactions)"
+        )
+        print(
+            f"  append, one at a time              {sequential:9.0f} /s"
+            f"  ({sequential / plain:.2f}x)"
+        )
+        if hasattr(EventStore, "append_nowait"):
+            nowait, transactions = await append_rate(directory, "nowait")
+            print(
+                f"  append_nowait (the recorder's)     {nowait:9.0f} /s  ({nowait / plain:.2f}x;"
+                f" {transactions} transactions)"
+            )
+
+
+if __name__ == "__main__":
+    anyio.run(main)

@@ -1,0 +1,152 @@
+"""Under load (issue 15): cancels never wait behind bookkeeping; the store group-commits.
+
+Bounded in time, asserting behaviour (order, nothing lost, fewer transactions than rows),
+never speed: `make bench` (bench/bench_load.py) measures that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from tradeguard import Settings
+from tradeguard.fsm import events as ev
+from tradeguard.fsm.effects import CancelOpenOrders, Effect, Transitioned
+from tradeguard.io import Runtime
+from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
+from tradeguard.io.store import EventStore, StoreRecorder, effect_record, open_layer
+
+BACKLOG = 400
+
+
+class LoggingBroker(Broker):
+    """Writes ``"cancel"`` into a shared log when a cancel reaches it; nothing else is used."""
+
+    def __init__(self, log: list[object]) -> None:
+        self.log = log
+
+    async def list_orders(self) -> list[Order]:
+        self.log.append("cancel")
+        return []
+
+    async def cancel_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return list(order_ids)
+
+    async def list_balances(self) -> list[Balance]:
+        raise NotImplementedError
+
+    async def list_positions(self) -> dict[str, Decimal]:
+        raise NotImplementedError
+
+    async def get_best_bid_ask(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        raise NotImplementedError
+
+    async def get_ticker(self, symbol: str) -> Quote:
+        raise NotImplementedError
+
+    async def get_product(self, symbol: str) -> Product:
+        raise NotImplementedError
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        raise NotImplementedError
+
+    async def preview_order(self, request: OrderRequest) -> Preview:
+        raise NotImplementedError
+
+
+def backlog(at: float) -> list[Effect]:
+    return [
+        Transitioned("mark_staleness", f"S{i:03d}-USD", "FRESH", "STALE", "expire", at)
+        for i in range(BACKLOG)
+    ]
+
+
+async def settled(store: EventStore, count: int) -> list[dict[str, Any]]:
+    with anyio.fail_after(10):
+        while True:
+            archived = await store.events()
+            if len(archived) >= count and not store.pending:
+                return archived
+            await anyio.sleep(0.01)
+
+
+async def test_a_trip_cancels_before_the_records_queued_ahead_of_it(tmp_path: Path) -> None:
+    log: list[object] = []
+
+    async def metrics(effect: Effect) -> None:
+        await anyio.sleep(0)  # an async callback: a loop pass per effect
+        log.append(effect)
+
+    async with EventStore(tmp_path / "store.db") as store:
+        layer = await open_layer(Settings(), store)
+        async with Runtime(layer, broker=LoggingBroker(log), alert_sinks=()) as runtime:
+            runtime.on_effect(StoreRecorder(store, layer).on_effect)
+            runtime.on_effect(metrics)
+            queued = backlog(layer.clock())
+            runtime.apply(queued)
+            trip = runtime.observe(ev.RateLimitUsage(0.95))  # no await: all queued together
+            assert any(isinstance(e, CancelOpenOrders) for e in trip)
+            # An operator call behind all of it returns once its own effects ran.
+            halted = await runtime.halt("load test")
+            assert all(e in log for e in halted)
+            archived = await settled(store, BACKLOG + len(trip) + len(halted))
+            snapshot = await store.load_snapshot()
+
+    # The cancel reached the broker before any of the 400 records was published.
+    assert log[0] == "cancel"
+    # Publishing kept the queue's order: the records, then the trip's effects as returned.
+    assert log[1:] == [*queued, *trip, *halted]
+    # Nothing lost from the archive, in order.
+    assert [(e["kind"], e["record"]) for e in archived] == [
+        effect_record(e) for e in [*queued, *trip, *halted]
+    ]
+    # The snapshot is no older than the last archived transition.
+    assert snapshot is not None
+    assert snapshot["global"]["guards"]["api_health"]["state"] == "TRIPPED"
+    assert snapshot["global"]["halt"]["state"] == "HALTED"
+
+
+async def test_concurrent_appends_share_transactions_and_lose_nothing(tmp_path: Path) -> None:
+    writers, each = 50, 20
+    async with EventStore(tmp_path / "store.db") as store:
+        ids: dict[int, list[int]] = {w: [] for w in range(writers)}
+
+        async def writer(w: int) -> None:
+            for n in range(each):
+                ids[w].append(await store.append("operator", {"w": w, "n": n}, 1.0))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for w in range(writers):
+                    tg.start_soon(writer, w)
+        archived = await store.events()
+        transactions = store.transactions
+
+    assert len(archived) == writers * each
+    assert transactions < writers * each  # appends queued during a write were grouped
+    by_id = {e["id"]: e["record"] for e in archived}
+    for w, got in ids.items():
+        assert got == sorted(got)  # each writer's appends in order
+        assert [by_id[i] for i in got] == [{"w": w, "n": n} for n in range(each)]
+
+
+async def test_a_burst_of_transitions_is_archived_with_a_current_snapshot(tmp_path: Path) -> None:
+    symbols = [f"S{i:04d}-USD" for i in range(1000)]
+    async with EventStore(tmp_path / "store.db") as store:
+        layer = await open_layer(Settings(), store)
+        async with Runtime(layer, alert_sinks=()) as runtime:
+            runtime.on_effect(StoreRecorder(store, layer).on_effect)
+            effects = [e for s in symbols for e in runtime.observe(ev.MarkUpdate(s))]
+            effects += await runtime.halt("burst", symbol=symbols[-1])
+            expected = [r for e in effects if (r := effect_record(e)) is not None]
+            archived = await settled(store, len(expected))
+            snapshot = await store.load_snapshot()
+            transitions = sum(isinstance(e, Transitioned) for e in effects)
+            assert store.transactions < transitions  # one write, one snapshot, for many
+    assert [(e["kind"], e["record"]) for e in archived] == expected
+    assert snapshot is not None
+    assert snapshot["symbols"][symbols[-1]]["halt"]["state"] == "HALTED"
