@@ -20,10 +20,9 @@ import json
 import math
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,10 @@ from tradeguard import Settings
 from tradeguard.fsm import events as ev
 from tradeguard.fsm.effects import Effect, Transitioned
 from tradeguard.io import Runtime
-from tradeguard.io.broker import (
-    Balance,
-    Broker,
-    Order,
-    OrderRequest,
-    Preview,
-    Product,
-    Quote,
-)
 from tradeguard.io.store import EventStore, StoreRecorder, open_layer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from cancel_only_broker import CancelOnlyBroker
 
 SYMBOLS = 1000
 STALE_AFTER = 0.3  # seconds without a mark before a symbol's mark is stale
@@ -52,41 +45,16 @@ ROWS = 5000
 WRITERS = 500
 
 
-class TimingBroker(Broker):
-    """Notes when a cancel reaches it (`list_orders`, the first call of `CancelOpenOrders`)."""
+class CancelClock:
+    """When a cancel last reached the broker (`CancelOnlyBroker` calls it)."""
 
     def __init__(self) -> None:
         self.reached: float | None = None
         self.event = anyio.Event()
 
-    async def list_orders(self) -> list[Order]:
+    def __call__(self) -> None:
         self.reached = time.perf_counter()
         self.event.set()
-        return []
-
-    async def list_balances(self) -> list[Balance]:
-        raise NotImplementedError
-
-    async def list_positions(self) -> dict[str, Decimal]:
-        raise NotImplementedError
-
-    async def get_best_bid_ask(self, symbols: Sequence[str]) -> dict[str, Quote]:
-        raise NotImplementedError
-
-    async def get_ticker(self, symbol: str) -> Quote:
-        raise NotImplementedError
-
-    async def get_product(self, symbol: str) -> Product:
-        raise NotImplementedError
-
-    async def place_order(self, request: OrderRequest) -> Order:
-        raise NotImplementedError
-
-    async def cancel_orders(self, order_ids: Sequence[str]) -> list[str]:
-        return list(order_ids)
-
-    async def preview_order(self, request: OrderRequest) -> Preview:
-        raise NotImplementedError
 
     def rearm(self) -> None:
         self.reached = None
@@ -119,7 +87,8 @@ async def stale_then_trip(directory: Path, *, recorder: bool) -> tuple[float, fl
     path = directory / f"stale-{recorder}.db"
     async with EventStore(path) as store:
         layer = await open_layer(settings, store)
-        broker = TimingBroker()
+        clock = CancelClock()
+        broker = CancelOnlyBroker(clock)
         async with Runtime(layer, broker=broker, alert_sinks=()) as runtime:
             if recorder:
                 runtime.on_effect(StoreRecorder(store, layer).on_effect)
@@ -134,12 +103,12 @@ async def stale_then_trip(directory: Path, *, recorder: bool) -> tuple[float, fl
                 tripped = time.perf_counter()
                 runtime.observe(ev.RateLimitUsage(0.95))
                 with anyio.fail_after(120):
-                    await broker.event.wait()
+                    await clock.event.wait()
                 await settle(runtime, store)
                 archived = time.perf_counter() - tripped
                 tg.cancel_scope.cancel("measured")
-            assert broker.reached is not None
-            return broker.reached - tripped, ticker.worst, archived
+            assert clock.reached is not None
+            return clock.reached - tripped, ticker.worst, archived
 
 
 async def trips_behind_a_backlog(directory: Path, backlog: int) -> list[float]:
@@ -147,7 +116,8 @@ async def trips_behind_a_backlog(directory: Path, backlog: int) -> list[float]:
     path = directory / f"backlog-{backlog}.db"
     async with EventStore(path) as store:
         layer = await open_layer(Settings(), store)
-        broker = TimingBroker()
+        clock = CancelClock()
+        broker = CancelOnlyBroker(clock)
 
         async def metrics(effect: Effect) -> None:
             await anyio.sleep(0)  # an async callback: one loop pass per effect
@@ -164,13 +134,13 @@ async def trips_behind_a_backlog(directory: Path, backlog: int) -> list[float]:
                         for i in range(backlog)
                     ]
                 )
-                broker.rearm()
+                clock.rearm()
                 tripped = time.perf_counter()
                 runtime.observe(ev.RateLimitUsage(0.95))
                 with anyio.fail_after(120):
-                    await broker.event.wait()
-                assert broker.reached is not None
-                seconds.append(broker.reached - tripped)
+                    await clock.event.wait()
+                assert clock.reached is not None
+                seconds.append(clock.reached - tripped)
                 await settle(runtime, store)
                 await runtime.reset("api_health")
                 runtime.observe(ev.RateLimitUsage(0.1))

@@ -6,56 +6,19 @@ never speed: `make bench` (bench/bench_load.py) measures that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+from cancel_only_broker import CancelOnlyBroker
 
 from tradeguard import Settings
 from tradeguard.fsm import events as ev
 from tradeguard.fsm.effects import CancelOpenOrders, Effect, Transitioned
 from tradeguard.io import Runtime
-from tradeguard.io.broker import Balance, Broker, Order, OrderRequest, Preview, Product, Quote
 from tradeguard.io.store import EventStore, StoreRecorder, effect_record, open_layer
 
 BACKLOG = 400
-
-
-class LoggingBroker(Broker):
-    """Writes ``"cancel"`` into a shared log when a cancel reaches it; nothing else is used."""
-
-    def __init__(self, log: list[object]) -> None:
-        self.log = log
-
-    async def list_orders(self) -> list[Order]:
-        self.log.append("cancel")
-        return []
-
-    async def cancel_orders(self, order_ids: Sequence[str]) -> list[str]:
-        return list(order_ids)
-
-    async def list_balances(self) -> list[Balance]:
-        raise NotImplementedError
-
-    async def list_positions(self) -> dict[str, Decimal]:
-        raise NotImplementedError
-
-    async def get_best_bid_ask(self, symbols: Sequence[str]) -> dict[str, Quote]:
-        raise NotImplementedError
-
-    async def get_ticker(self, symbol: str) -> Quote:
-        raise NotImplementedError
-
-    async def get_product(self, symbol: str) -> Product:
-        raise NotImplementedError
-
-    async def place_order(self, request: OrderRequest) -> Order:
-        raise NotImplementedError
-
-    async def preview_order(self, request: OrderRequest) -> Preview:
-        raise NotImplementedError
 
 
 def backlog(at: float) -> list[Effect]:
@@ -83,7 +46,9 @@ async def test_a_trip_cancels_before_the_records_queued_ahead_of_it(tmp_path: Pa
 
     async with EventStore(tmp_path / "store.db") as store:
         layer = await open_layer(Settings(), store)
-        async with Runtime(layer, broker=LoggingBroker(log), alert_sinks=()) as runtime:
+        async with Runtime(
+            layer, broker=CancelOnlyBroker(lambda: log.append("cancel")), alert_sinks=()
+        ) as runtime:
             runtime.on_effect(StoreRecorder(store, layer).on_effect)
             runtime.on_effect(metrics)
             queued = backlog(layer.clock())
