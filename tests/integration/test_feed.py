@@ -104,6 +104,8 @@ async def test_walks_to_degraded_at_the_exact_attempt_count_and_back() -> None:
         assert feed.status()["state"] == "DEGRADED"
         feed.server.refuse_handshakes(None)
         await wait_until(lambda: feed.status()["state"] == "CONNECTED")
+        # The records reach the test through the executor, a moment after the layer moved.
+        await wait_until(lambda: feed.feed_transitions()[-1][2] == "CONNECTED")
         path = [dest for _, _, dest in feed.feed_transitions()]
         assert path[:2] == ["CONNECTING", "CONNECTED"]
         assert path[2:5] == ["BACKOFF", "CONNECTING", "BACKOFF"]
