@@ -277,7 +277,10 @@ def test_a_killed_member_s_trip_holds_then_lifts_a_cooldown_after_its_last_heart
     for peer in (b, c):
         why = reasons(peer.ask(OPENING))["api_health@A"]
         assert why["seconds_until_lift"] is not None, why
-        assert why["seconds_until_lift"] == pytest.approx(lift_due - time.time(), abs=0.3)
+        # A peer counts A's last sign of life, which may be a publish up to ttl/3 after the
+        # heartbeat stored in the hash: the lift may come that much later, never earlier.
+        left = why["seconds_until_lift"]
+        assert lift_due - time.time() - 0.3 <= left <= lift_due - time.time() + TTL / 3 + 0.3
     for peer in (b, c):
         _, lifted_at = poll(peer.mode, lambda m: m == "ALLOW", lift_due + 1.5 - time.time(), "lift")
         assert lifted_at >= lift_due - EARLY, (peer.name, lifted_at - lift_due)
