@@ -26,11 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-floors"
 # Test-only libraries that still share the environment with tradeguard's runtime deps.
 ALSO_FLOORED = {"coinbase-advanced-py"}
-# The ccxt floor (4.5.88: the first whose coinbase client pages through the accounts in
-# fetch_balance) itself requires aiohttp>=3.14.3 and cryptography>=50, so in this one shared
-# environment those two sit at ccxt's minimums; their own, lower floors (aiohttp 3.9,
-# cryptography 42.0.4) hold only without the ccxt extra.
-HELD_UP_BY_CCXT = {"aiohttp": "3.14.3", "cryptography": "50"}
+# One environment holds every extra, so each floor must also satisfy the others' requirements:
+# the ccxt floor (4.5.88, the first whose coinbase client pages through the accounts in
+# fetch_balance) requires aiohttp>=3.14.3 and cryptography>=50, and those are our floors too.
 # The tests that exercise the floored libraries: websockets (feed, runtime, conformance with the
 # official SDK), aiohttp servers (REST exchange, metrics, preflight), prometheus metrics, ccxt,
 # cryptography/PyJWT (the simulator's auth), redis (fleet), anyio (runtime, engine), rich (CLI).
@@ -112,9 +110,6 @@ def check_on_pypi(pins: dict[str, str], pip: list[str]) -> None:
 def main() -> int:
     t0 = time.monotonic()
     pins = floors()
-    for name, version in HELD_UP_BY_CCXT.items():
-        print(f"floors: {name} {pins[name]} -> {version} (required by the ccxt floor)")
-        pins[name] = version
     shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     pip = [str(VENV / "bin" / "python"), "-m", "pip"]

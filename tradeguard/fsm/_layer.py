@@ -292,13 +292,30 @@ class ReliabilityLayer:
             self._require_category(observation.category)
         return self._run(self._dispatch, observation)
 
-    def tick(self) -> list[Effect]:
-        """Apply every timer due by now (cooldown expiry, staleness, backoff, breakers).
+    def tick(self, max_timers: int | None = None) -> list[Effect]:
+        """Apply the timers due by now (cooldown expiry, staleness, backoff, breakers).
+
+        Args:
+            max_timers: apply at most this many, earliest first, so a shell can bound the
+                work of one call (1,000 marks going stale together) and let other tasks run
+                in between. The others stay due: `next_deadline()` is then at or before now,
+                and any other call (an observation, a decision, a read) applies them first.
 
         Returns:
             The effects, in order; then sleep until `next_deadline()`.
+
+        Raises:
+            InvalidObservation: ``max_timers`` is not a whole number >= 1.
         """
-        return self._run(_no_change, None)
+        if max_timers is None:
+            return self._run(_no_change, None)
+        if isinstance(max_timers, bool) or not isinstance(max_timers, int) or max_timers < 1:
+            raise InvalidObservation(f"max_timers must be a whole number >= 1, got {max_timers!r}")
+        effects = self._advance(self._now(), max_timers)
+        self._due_at = self._timers.earliest
+        if effects:
+            self._forget_decisions()
+        return effects
 
     def next_deadline(self) -> float | None:
         """When `tick()` is next needed (monotonic seconds), or ``None`` if never."""
@@ -356,9 +373,11 @@ class ReliabilityLayer:
         due = self._timers.next_due()
         return math.inf if due is None else due
 
-    def _advance(self, now: float) -> list[Effect]:
+    def _advance(self, now: float, max_timers: float = math.inf) -> list[Effect]:
         effects, self._pending = self._pending, []
-        while (popped := self._timers.pop_due(now)) is not None:
+        applied = 0
+        while applied < max_timers and (popped := self._timers.pop_due(now)) is not None:
+            applied += 1
             timer, at = popped
             fired = timer.fire(at)
             if fired:
@@ -367,10 +386,11 @@ class ReliabilityLayer:
         return effects
 
     def _settle(self, symbol: str | None, at: float) -> list[Effect]:
-        effects = self._global.refresh(at)
+        # A symbol's guards, halt and peer holds move that symbol's own mode alone (its mode
+        # is the stricter of the global one and its own): the global scope has nothing to do.
         if symbol is not None:
-            effects += self._symbols[symbol].refresh(at)
-        return effects
+            return self._symbols[symbol].refresh(at)
+        return self._global.refresh(at)
 
     def _dispatch(self, obs: Observation, now: float) -> list[Effect]:
         match obs:

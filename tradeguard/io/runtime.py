@@ -70,6 +70,9 @@ log = logging.getLogger("tradeguard.io.runtime")
 _SAFETY = (CancelOpenOrders, CancelOrders, Alert)
 # Effects the executor runs between two yields to the event loop.
 _FAIR_SHARE = 32
+# Timers applied per pass of the timer task: about 1 ms of the layer's work (10 µs a timer
+# that moves a symbol's mode), so a mass expiry never holds the event loop for long.
+_TIMER_SLICE = 100
 # What one call queued: the sequence number of its first effect, and the effects in order.
 _Batch = tuple[int, tuple[Effect, ...]]
 
@@ -363,7 +366,10 @@ class Runtime(anyio.AsyncContextManagerMixin):
             if delay > 0:
                 with anyio.move_on_after(None if math.isinf(delay) else delay):
                     await self._wake.wait()
-            self._publish(self.layer.tick())
+            self._publish(self.layer.tick(max_timers=_TIMER_SLICE))
+            # More may still be due (1,000 marks going stale together): the next pass applies
+            # them, after the other tasks (the executor with any cancel) had their turn.
+            await anyio.lowlevel.checkpoint()
 
     async def _execute_effects(self) -> None:
         # Everything ready is taken at once, not one effect per loop pass, and re-taken after
