@@ -205,9 +205,8 @@ def executemany_rate(directory: Path) -> float:
     )
     now = time.time()
     started = time.perf_counter()
-    params = [
-        (now, "transition", json.dumps(r, sort_keys=True, separators=(",", ":"))) for r in rows
-    ]
+    encode = json.JSONEncoder(allow_nan=False, sort_keys=True, separators=(",", ":")).encode
+    params = [(now, "transition", encode(r)) for r in rows]
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO events (wall_time, kind, record) VALUES (?, ?, ?)", params)
     conn.execute("COMMIT")

@@ -317,6 +317,53 @@ async def test_the_snapshot_is_saved_on_every_transition(tmp_path: Path) -> None
     ]
 
 
+async def test_only_symbols_that_changed_are_saved_again(tmp_path: Path) -> None:
+    """Issue 15: the recorder merges `snapshot_changes()` into the stored snapshot instead of
+    saving the whole layer per write; the merged snapshot restores to the same modes."""
+    clock = ManualClock(wall_offset=T0)
+    settings = Settings(mark_staleness_threshold_seconds=10)
+    symbols = [f"S{i:02d}-USD" for i in range(30)]
+
+    async def stored() -> dict[str, Any]:
+        snapshot = await store.load_snapshot()
+        assert snapshot is not None
+        return snapshot
+
+    async with EventStore(tmp_path / "store.db") as store:
+        layer = await open_layer(settings, store, clock=clock, wall_clock=clock.wall)
+        recorder = StoreRecorder(store, layer, wall_clock=clock.wall)
+        async with Runtime(layer, alert_sinks=()) as runtime:
+            runtime.on_effect(recorder.on_effect)
+            for symbol in symbols:
+                runtime.observe(ev.MarkUpdate(symbol))  # NO_MARK -> HEALTHY: a change each
+
+            async def all_marked() -> bool:
+                saved = (await store.load_snapshot() or {}).get("symbols", {})
+                return len(saved) == len(symbols)
+
+            await wait_for(all_marked)
+            first = await stored()
+            clock.advance(1)
+            for symbol in symbols:
+                runtime.observe(ev.MarkUpdate(symbol))  # fresh again: no state changes
+            for _ in range(settings.slippage_failure_pause_after):
+                runtime.observe(ev.SlippageCheck(symbols[0], ok=False))
+
+            async def slippage_saved() -> bool:
+                saved = (await stored())["symbols"][symbols[0]]["guards"]["slippage"]
+                return bool(saved["state"] != "HEALTHY")
+
+            await wait_for(slippage_saved)
+            second = await stored()
+    assert second["symbols"][symbols[0]]["guards"]["mark_staleness"]["last_mark"] == T0 + 1
+    # The others did not change: what was saved for them was not saved again (their last
+    # mark is the older one, which restores stricter, never looser).
+    assert all(second["symbols"][s] == first["symbols"][s] for s in symbols[1:])
+    restored = ReliabilityLayer.restore(settings, second, clock, clock.wall)
+    assert [restored.mode(s) for s in symbols] == [layer.mode(s) for s in symbols]
+    assert restored.mode(symbols[0]) is TradingMode.REDUCE_ONLY
+
+
 async def test_a_failed_write_stops_the_runtime_with_the_store_error(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     await make_store(path)

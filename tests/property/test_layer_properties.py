@@ -14,6 +14,9 @@ the effects the layer returns (and from the marks, halts and resets the test its
 4. Every `Transitioned` is a row of its machine's definition, and continues from the state the
    machine's previous transition left it in.
 5. ``snapshot()`` → JSON → ``restore()`` at the same time gives the same decisions and modes.
+6. A snapshot kept current from ``snapshot_changes()`` (only the symbols changed since the
+   last call, merged into what was saved) equals ``snapshot()``, except that a saved last
+   mark may be older.
 
 All times are multiples of 1/8 s (the error-rate window is 7.5 s, so its buckets are 1/8 s too)
 and the reconnect jitter is 0, so every deadline is exact in binary and survives the wall-clock
@@ -22,6 +25,7 @@ conversion of a snapshot bit for bit: (3) and (5) can then demand exact equality
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -182,6 +186,9 @@ class LayerMachine(RuleBasedStateMachine):
         # True when a read (decide/mode) may have applied due timers whose effects the
         # layer keeps for the next observe()/tick(): the model may then lag behind.
         self.lagging = False
+        # (6) A snapshot kept current from `snapshot_changes()`: the symbols saved so far.
+        self.through: int | None = None
+        self.saved_symbols: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -510,6 +517,7 @@ class LayerMachine(RuleBasedStateMachine):
         if switch:  # carry on in the new process: what the old one still held is published
             self._call(self.layer.tick)
             self.layer = restored
+            self.through = None  # a new layer numbers its own changes
             self.lagging = True  # the restored layer may hold effects of its own
             self.started.clear()
             self.reconnect_pending.clear()
@@ -517,6 +525,30 @@ class LayerMachine(RuleBasedStateMachine):
                 del self.state_of[key]
 
     # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def saved_changes_add_up_to_the_snapshot(self) -> None:
+        """(6) The changed symbols, merged into what was saved, give `snapshot()`, except
+        that a saved last mark may be older (a fresh mark changing no state is no change)."""
+        changes = self.layer.snapshot_changes(self.through)
+        assert changes.complete is (self.through is None)
+        if changes.complete:
+            self.saved_symbols = {}
+        self.through = changes.through
+        self.saved_symbols.update(changes.snapshot["symbols"])
+        full = self.layer.snapshot()
+        assert {k: v for k, v in changes.snapshot.items() if k != "symbols"} == {
+            k: v for k, v in full.items() if k != "symbols"
+        }
+        assert self.saved_symbols.keys() == full["symbols"].keys()
+        for symbol, current in full["symbols"].items():
+            saved = copy.deepcopy(self.saved_symbols[symbol])
+            saved_mark = saved["guards"]["mark_staleness"].pop("last_mark")
+            current = copy.deepcopy(current)
+            current_mark = current["guards"]["mark_staleness"].pop("last_mark")
+            assert saved == current, symbol
+            assert (saved_mark is None) is (current_mark is None), symbol
+            assert saved_mark is None or saved_mark <= current_mark, symbol
 
     @invariant()
     def symbols_are_never_looser_than_global(self) -> None:

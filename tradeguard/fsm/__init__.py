@@ -8,7 +8,13 @@ from tradeguard.fsm import effects, events
 from tradeguard.fsm._backoff import BackoffPolicy
 from tradeguard.fsm._definition import MachineDefinition, Spec
 from tradeguard.fsm._faults import api_fault
-from tradeguard.fsm._layer import GLOBAL_GUARDS, SYMBOL_GUARDS, GuardStatus, ReliabilityLayer
+from tradeguard.fsm._layer import (
+    GLOBAL_GUARDS,
+    SYMBOL_GUARDS,
+    GuardStatus,
+    ReliabilityLayer,
+    SnapshotChanges,
+)
 from tradeguard.fsm._machines import DEFINITIONS
 from tradeguard.fsm._orders import Decision, OrderIntent, Side
 from tradeguard.fsm._states import BreakerState, FeedState, GuardState, HaltState, TradingMode
@@ -28,6 +34,7 @@ __all__ = [
     "OrderIntent",
     "ReliabilityLayer",
     "Side",
+    "SnapshotChanges",
     "Spec",
     "TradingMode",
     "api_fault",

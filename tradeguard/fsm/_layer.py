@@ -87,7 +87,7 @@ from tradeguard.fsm.events import (
 )
 from tradeguard.fsm.views import LayerView, LocalRestriction
 
-__all__ = ["GLOBAL_GUARDS", "SYMBOL_GUARDS", "GuardStatus", "ReliabilityLayer"]
+__all__ = ["GLOBAL_GUARDS", "SYMBOL_GUARDS", "GuardStatus", "ReliabilityLayer", "SnapshotChanges"]
 
 GLOBAL_GUARDS = (
     "api_health",
@@ -113,6 +113,25 @@ _ALLOW, _REDUCE_ONLY, _PAUSED = TradingMode.ALLOW, TradingMode.REDUCE_ONLY, Trad
 _CLOSED = BreakerState.CLOSED
 _ZERO = Decimal(0)
 _SNAPSHOT_VERSION = 1
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SnapshotChanges:
+    """What `ReliabilityLayer.snapshot_changes` returns.
+
+    Attributes:
+        through: the layer's latest change number: pass it as ``after`` next time.
+        snapshot: a `ReliabilityLayer.snapshot()` whose ``"symbols"`` holds only the
+            symbols that changed (all of them when ``complete``).
+        complete: whether ``snapshot`` holds every symbol (replace, do not merge).
+    """
+
+    through: int
+    snapshot: dict[str, Any]
+    complete: bool
+
+
 # One shared answer for the common case: decisions are immutable, so ALLOW allocates nothing.
 _ALLOWED = Decision(True, _ALLOW)
 _T = TypeVar("_T")
@@ -185,6 +204,7 @@ class ReliabilityLayer:
         self._allowed: set[str] = set()
         self._checked_position: Decimal | None = None  # the last position `decide()` checked
         self._unsent_cancels: list[_Unsent] = []
+        self._changes = 0  # numbers the changes of symbol scopes (`snapshot_changes`)
         self._policy = BackoffPolicy.from_settings(settings)
         s = settings
         t = self._timers
@@ -389,8 +409,14 @@ class ReliabilityLayer:
         # A symbol's guards, halt and peer holds move that symbol's own mode alone (its mode
         # is the stricter of the global one and its own): the global scope has nothing to do.
         if symbol is not None:
-            return self._symbols[symbol].refresh(at)
+            return self._touch(self._symbols[symbol]).refresh(at)
         return self._global.refresh(at)
+
+    def _touch(self, scope: Scope) -> Scope:
+        """Note that ``scope`` changed: `snapshot_changes` saves it again."""
+        self._changes += 1
+        scope.changed = self._changes
+        return scope
 
     def _dispatch(self, obs: Observation, now: float) -> list[Effect]:
         match obs:
@@ -399,7 +425,11 @@ class ReliabilityLayer:
             case MarkUpdate():
                 mark = self._scope(obs.symbol).mark
                 assert mark is not None  # every symbol scope has one
-                return self._settled(mark.observe(now), obs.symbol, now)
+                # A mark that changes no state moves only the mark's time, which a saved
+                # snapshot may keep older (restored, it goes stale sooner: stricter); so
+                # only a transition marks the scope changed (`_settle`).
+                effects = mark.observe(now)
+                return effects + self._settle(obs.symbol, now) if effects else effects
             case RateLimitUsage():
                 effects = self._api.observe_usage(obs.usage, now, obs.reset_after)
                 return self._settled(effects, None, now)
@@ -499,7 +529,7 @@ class ReliabilityLayer:
         touched = {e.scope for e in effects if isinstance(e, Transitioned)}
         effects += self._global.refresh(at)
         for symbol in sorted(t for t in touched if t is not None):
-            effects += self._symbols[symbol].refresh(at)
+            effects += self._settle(symbol, at)
         return effects
 
     def _api_call(self, call: ApiCall, now: float) -> list[Effect]:
@@ -522,12 +552,18 @@ class ReliabilityLayer:
         return effects
 
     def _settled(self, effects: list[Effect], symbol: str | None, at: float) -> list[Effect]:
-        return effects + self._settle(symbol, at) if effects else effects
+        """Settle the scope a change was made in; a symbol's counts may have changed even
+        when nothing transitioned, so its scope is noted as changed either way."""
+        if effects:
+            return effects + self._settle(symbol, at)
+        if symbol is not None:
+            self._touch(self._symbols[symbol])
+        return effects
 
     def _scope(self, symbol: str) -> Scope:
         scope = self._symbols.get(symbol)
         if scope is None:
-            scope = self._symbols[symbol] = self._new_scope(symbol)
+            scope = self._symbols[symbol] = self._touch(self._new_scope(symbol))
         return scope
 
     def _new_scope(self, symbol: str) -> Scope:
@@ -1057,6 +1093,31 @@ class ReliabilityLayer:
         ``"fleet"`` entry keeps the fleet guard, the peers' heartbeats and every peer
         restriction with its deadline as a wall-clock time.
         """
+        return self._snapshot(-1)
+
+    def snapshot_changes(self, after: int | None = None) -> SnapshotChanges:
+        """A snapshot whose ``"symbols"`` holds only the symbols changed after change ``after``.
+
+        For a writer that keeps a snapshot current without saving the whole layer each time
+        (`tradeguard.io.StoreRecorder`): pass the ``through`` of the previous call; ``None``
+        (the first call) gives every symbol. Everything else (the global scope, breakers,
+        pending cancels, the fleet) is whole in every call: it does not grow with symbols.
+        A saved snapshot put together from these is the one `snapshot()` would give, except
+        that a symbol's last mark may be older (a fresh mark that changes no state is not
+        a change): restored, that mark goes stale sooner, never later.
+
+        Raises:
+            InvalidObservation: ``after`` is not a change number of this layer.
+        """
+        if after is None:
+            return SnapshotChanges(self._changes, self._snapshot(-1), complete=True)
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= self._changes:
+            raise InvalidObservation(
+                f"after must be a change number from 0 to {self._changes}, got {after!r}"
+            )
+        return SnapshotChanges(self._changes, self._snapshot(after), complete=False)
+
+    def _snapshot(self, after: int) -> dict[str, Any]:
         now, wall = self._clock(), self._wall_clock()
 
         def to_wall(t: float) -> float:
@@ -1080,7 +1141,11 @@ class ReliabilityLayer:
             **fleet,
             "saved_at": wall,
             "global": global_saved,
-            "symbols": {sym: sc.dump(to_wall) for sym, sc in sorted(self._symbols.items())},
+            "symbols": {
+                sym: sc.dump(to_wall)
+                for sym, sc in sorted(self._symbols.items())
+                if sc.changed > after
+            },
             "breakers": {
                 cat: {
                     "state": b.state.name,
