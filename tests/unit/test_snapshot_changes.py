@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from tradeguard import ReliabilityLayer, Settings
-from tradeguard.errors import InvalidObservation
 from tradeguard.fsm import events as ev
 from tradeguard.testing import ManualClock
 
@@ -37,11 +36,12 @@ def test_the_first_call_holds_every_symbol_and_says_so() -> None:
 def test_later_calls_hold_only_the_symbols_that_changed() -> None:
     layer, clock = _marked()
     first = layer.snapshot_changes()
-    assert layer.snapshot_changes(first.through).snapshot["symbols"] == {}
+    nothing = layer.snapshot_changes(first.through)
+    assert not nothing.complete and nothing.snapshot["symbols"] == {}
     layer.observe(ev.SlippageCheck(SYMBOLS[3], ok=False))  # a count, no transition
     clock.advance(1.0)
     layer.halt("maintenance", symbol=SYMBOLS[7], ttl=60.0)
-    changes = layer.snapshot_changes(first.through)
+    changes = layer.snapshot_changes(nothing.through)
     assert not changes.complete
     assert changes.snapshot["symbols"].keys() == {SYMBOLS[3], SYMBOLS[7]}
     assert changes.snapshot["global"] == layer.snapshot()["global"]  # always whole
@@ -59,8 +59,18 @@ def test_a_fresh_mark_that_changes_no_state_is_not_a_change() -> None:
     assert len(layer.snapshot_changes(first.through).snapshot["symbols"]) == len(SYMBOLS)
 
 
-@pytest.mark.parametrize("bad", [-1, 10**9, 1.0, True, "3"])
-def test_after_must_be_a_change_number_of_this_layer(bad: object) -> None:
+def test_a_call_in_between_makes_the_next_one_complete() -> None:
     layer, _ = _marked()
-    with pytest.raises(InvalidObservation, match="after must be a change number"):
+    first = layer.snapshot_changes()
+    layer.snapshot_changes(first.through)  # another writer's call
+    layer.observe(ev.SlippageCheck(SYMBOLS[3], ok=False))
+    changes = layer.snapshot_changes(first.through)  # not the latest: nothing is missed
+    assert changes.complete
+    assert changes.snapshot == layer.snapshot()
+
+
+@pytest.mark.parametrize("bad", [1.0, True, "3"])
+def test_after_must_be_a_whole_number_or_none(bad: object) -> None:
+    layer, _ = _marked()
+    with pytest.raises(TypeError, match="after must be"):
         layer.snapshot_changes(bad)  # type: ignore[arg-type]

@@ -204,7 +204,10 @@ class ReliabilityLayer:
         self._allowed: set[str] = set()
         self._checked_position: Decimal | None = None  # the last position `decide()` checked
         self._unsent_cancels: list[_Unsent] = []
-        self._changes = 0  # numbers the changes of symbol scopes (`snapshot_changes`)
+        # `snapshot_changes`: the symbols changed since its last call (kept only once it was
+        # called: a layer nobody saves that way keeps nothing), and that call's number.
+        self._changed: set[str] | None = None
+        self._handovers = 0
         self._policy = BackoffPolicy.from_settings(settings)
         s = settings
         t = self._timers
@@ -413,9 +416,10 @@ class ReliabilityLayer:
         return self._global.refresh(at)
 
     def _touch(self, scope: Scope) -> Scope:
-        """Note that ``scope`` changed: `snapshot_changes` saves it again."""
-        self._changes += 1
-        scope.changed = self._changes
+        """Note that a symbol's ``scope`` changed: `snapshot_changes` hands it over again."""
+        if self._changed is not None:
+            assert scope.symbol is not None  # the global scope is in every snapshot whole
+            self._changed.add(scope.symbol)
         return scope
 
     def _dispatch(self, obs: Observation, now: float) -> list[Effect]:
@@ -1093,31 +1097,33 @@ class ReliabilityLayer:
         ``"fleet"`` entry keeps the fleet guard, the peers' heartbeats and every peer
         restriction with its deadline as a wall-clock time.
         """
-        return self._snapshot(-1)
+        return self._snapshot(None)
 
     def snapshot_changes(self, after: int | None = None) -> SnapshotChanges:
-        """A snapshot whose ``"symbols"`` holds only the symbols changed after change ``after``.
+        """A snapshot whose ``"symbols"`` holds only the symbols changed since the last call.
 
-        For a writer that keeps a snapshot current without saving the whole layer each time
-        (`tradeguard.io.StoreRecorder`): pass the ``through`` of the previous call; ``None``
-        (the first call) gives every symbol. Everything else (the global scope, breakers,
-        pending cancels, the fleet) is whole in every call: it does not grow with symbols.
-        A saved snapshot put together from these is the one `snapshot()` would give, except
-        that a symbol's last mark may be older (a fresh mark that changes no state is not
-        a change): restored, that mark goes stale sooner, never later.
+        For the one writer that keeps a snapshot current without saving the whole layer each
+        time (`tradeguard.io.StoreRecorder`): pass the ``through`` of your previous call.
+        ``None`` (the first call), or a ``through`` that is not the latest because another
+        call came in between, gives every symbol (``complete``): a writer never misses a
+        change. Everything else (the global scope, breakers, pending cancels, the fleet) is
+        whole in every call: it does not grow with symbols. A saved snapshot put together
+        from these is the one `snapshot()` would give, except that a symbol's last mark may
+        be older (a fresh mark that changes no state is no change): restored, that mark goes
+        stale sooner, never later.
 
         Raises:
-            InvalidObservation: ``after`` is not a change number of this layer.
+            TypeError: ``after`` is not a whole number or ``None``.
         """
-        if after is None:
-            return SnapshotChanges(self._changes, self._snapshot(-1), complete=True)
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= self._changes:
-            raise InvalidObservation(
-                f"after must be a change number from 0 to {self._changes}, got {after!r}"
-            )
-        return SnapshotChanges(self._changes, self._snapshot(after), complete=False)
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
+            raise TypeError(f"after must be the through of the last call or None, got {after!r}")
+        complete = after != self._handovers or self._changed is None
+        changed, self._changed = self._changed, set()
+        self._handovers += 1
+        snapshot = self._snapshot(None if complete else changed)
+        return SnapshotChanges(self._handovers, snapshot, complete=complete)
 
-    def _snapshot(self, after: int) -> dict[str, Any]:
+    def _snapshot(self, only: set[str] | None) -> dict[str, Any]:
         now, wall = self._clock(), self._wall_clock()
 
         def to_wall(t: float) -> float:
@@ -1144,7 +1150,7 @@ class ReliabilityLayer:
             "symbols": {
                 sym: sc.dump(to_wall)
                 for sym, sc in sorted(self._symbols.items())
-                if sc.changed > after
+                if only is None or sym in only
             },
             "breakers": {
                 cat: {

@@ -140,7 +140,7 @@ class Scope:
             to the scope's own mode.
     """
 
-    __slots__ = ("changed", "guards", "halt", "mark", "peers", "state", "symbol")
+    __slots__ = ("guards", "halt", "mark", "peers", "state", "symbol")
 
     def __init__(self, symbol: str | None, guards: list[Guard], timers: Timers) -> None:
         self.symbol = symbol
@@ -148,8 +148,6 @@ class Scope:
         found = self.guards.get("mark_staleness")
         self.mark = found if isinstance(found, MarkStalenessGuard) else None
         self.halt = Halt(symbol, timers)
-        # The layer's change number when this scope last changed (`snapshot_changes`).
-        self.changed = 0
         # None until a peer restricts this scope: an empty dict per symbol would cost 0.6 MB
         # per 10,000 symbols of a layer without a fleet.
         self.peers: dict[str, PeerHold] | None = None
