@@ -3,10 +3,14 @@
 Targets (issues 2 and 12, on a 2-core machine): decide() in ALLOW at most 1.5x the time of a
 minimal gate (read the clock, look the symbol's mode up in a dict, compare; 100 symbols); a
 refused decide() >= 1,000,000/s; steady-state observe(ApiCall(ok=True)) >= 1,000,000/s;
-10,000 symbols with every per-symbol guard <= 12 MB.
+10,000 symbols with every per-symbol guard <= 12 MB. view() of 1,000 symbols is measured
+against status() of the same layer, with no target: view() builds status() and reads it back
+into typed values, so it costs the build plus the read (issue 15: the read went from 3.2x to
+1.7x the build).
 
 Baselines: the minimal gate (the least any "decide" can do), a plain dict lookup of a mode,
-and one `transitions` trigger per event (what a naive machine-per-event design would pay).
+one `transitions` trigger per event (what a naive machine-per-event design would pay), and
+status() of the same layer for view().
 """
 
 from __future__ import annotations
@@ -188,6 +192,34 @@ def bench_memory() -> None:
     )
 
 
+def bench_view() -> None:
+    clock = ManualClock()
+    settings = Settings(mark_staleness_threshold_seconds=0.3)
+    layer = ReliabilityLayer(settings, clock, rng=random.Random(0), wall_clock=clock.wall)
+    for i in range(1_000):
+        layer.observe(ev.MarkUpdate(f"S{i:04d}-USD"))
+    clock.advance(0.35)
+    layer.tick()  # every mark stale: 1,000 symbols in REDUCE_ONLY, each with a tripped guard
+    assert layer.view().to_json() == layer.status()
+
+    def calls_per_second(fn: Callable[[], object], n: int = 20) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return n / (time.perf_counter() - start)
+
+    status = ours = 0.0
+    for _ in range(5):  # best of 5, taken in turns: a busy moment slows both alike
+        status = max(status, calls_per_second(layer.status))
+        ours = max(ours, calls_per_second(layer.view))
+    print(f"{'baseline: status(), 1,000 symbols':<44} {status:>12,.1f}/s")
+    print(
+        f"{'view(), 1,000 symbols':<44} {ours:>12,.1f}/s   "
+        f"{status / ours:6.2f}x the time of status()"
+    )
+
+
 def main() -> None:
     print("tradeguard core benchmarks (best of 3; ratios against baselines run just now)")
     trigger_rate = transitions_trigger_baseline()
@@ -195,6 +227,7 @@ def main() -> None:
     bench_decide()
     bench_observe(trigger_rate)
     bench_memory()
+    bench_view()
 
 
 if __name__ == "__main__":
