@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_fleet.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_feed.py
+	$(BIN)/python bench/bench_gc.py
 
 diagrams: $(STAMP)
 	$(BIN)/tradeguard diagrams

@@ -6,6 +6,7 @@ SQLite store in a temp dir; the in-memory `DeterministicBroker` trades on the sa
 
 from __future__ import annotations
 
+import gc
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -142,6 +143,19 @@ async def test_bad_arguments_are_refused_when_built() -> None:
         Engine(Settings(), broker=DeterministicBroker(), symbols=[BTC, BTC])
     with pytest.raises(TypeError, match="broker must be"):
         Engine(Settings(), broker=42, symbols=[BTC])
+
+
+async def test_freeze_gc_sets_what_lives_aside_until_the_engine_stops() -> None:
+    assert gc.get_freeze_count() == 0
+    async with Engine(Settings(), broker=DeterministicBroker([BTC]), symbols=[BTC]) as engine:
+        assert gc.get_freeze_count() == 0  # off unless asked: it is the whole process's
+    async with Engine(
+        Settings(), broker=DeterministicBroker([BTC]), symbols=[BTC], freeze_gc=True
+    ) as engine:
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # the modules, the layer, the runtime
+        assert engine.layer.mode(BTC) is TradingMode.REDUCE_ONLY  # it runs as before
+    assert gc.get_freeze_count() == 0
 
 
 async def test_alerts_reach_the_given_sinks() -> None:

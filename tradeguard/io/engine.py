@@ -27,6 +27,7 @@ Operator calls and refusals are archived when a store is configured: `decide`, `
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
@@ -94,6 +95,10 @@ class Engine(anyio.AsyncContextManagerMixin):
             ``on_max_attempts_exceeded``, ...).
         broker_options: more keyword arguments for the `CcxtBroker` a ccxt exchange is
             wrapped in (``timeout``, ...).
+        freeze_gc: once everything is built, collect garbage and `gc.freeze()` what is
+            alive (the exchange client, the layer, the imported modules), so the collector's
+            full passes, which hold the event loop, no longer walk it; unfrozen on exit. It
+            is the whole process's collector: off unless the host asks (docs/operations.md).
 
     Raises:
         TypeError: ``broker`` is none of the accepted kinds, or ``settings`` is not `Settings`.
@@ -119,6 +124,7 @@ class Engine(anyio.AsyncContextManagerMixin):
         preflight: StartingMode | None = None,
         feed_options: dict[str, Any] | None = None,
         broker_options: dict[str, Any] | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         if not isinstance(settings, Settings):
             raise TypeError(f"settings must be a tradeguard.Settings, got {settings!r}")
@@ -144,6 +150,7 @@ class Engine(anyio.AsyncContextManagerMixin):
         self._start_fresh = start_fresh
         self._preflight = preflight
         self._feed_options = dict(feed_options or {})
+        self._freeze_gc = freeze_gc
         self._parts: _Parts | None = None
 
     # ------------------------------------------------------------------ the parts
@@ -326,6 +333,8 @@ class Engine(anyio.AsyncContextManagerMixin):
                 parts.feed = FeedClient(runtime, self.feed_url, self.symbols, **self._feed_options)
                 await runtime.start(parts.feed.run)
             metrics.track_buffers(store=store, feeds=() if parts.feed is None else (parts.feed,))
+            if self._freeze_gc:
+                _freeze_what_lives(stack)
             self._parts = parts
             try:
                 yield self
@@ -427,3 +436,14 @@ def _is_ccxt_exchange(obj: object) -> bool:
         cls.__module__.startswith("ccxt.") and cls.__name__ == "Exchange"
         for cls in type(obj).__mro__
     )
+
+
+def _freeze_what_lives(stack: AsyncExitStack) -> None:
+    """Set what is alive after start-up aside from the collector until the engine stops.
+
+    Measured (bench/bench_gc.py, 5,000 symbols, ccxt loaded): each full collection 3-7x
+    shorter, memory unchanged. Collected first, or today's garbage would be kept for good.
+    """
+    gc.collect()
+    gc.freeze()
+    stack.callback(gc.unfreeze)
