@@ -384,12 +384,15 @@ class _Archive:
     async def write(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with self._receive:
+            # Handed to the store's thread without waiting for each write: records queued
+            # together share a transaction, so a burst of refusals is archived at the
+            # store's group-commit rate, not one commit per refusal.
             async for kind, first, second, third in self._receive:
                 assert self._recorder is not None  # only queued with a recorder
                 if kind == "refusal":
-                    await self._recorder.record_refusal(first, second, intent=third)
+                    self._recorder.refusal_nowait(first, second, intent=third)
                 else:
-                    await self._recorder.record_operator(first, **second)
+                    self._recorder.operator_nowait(first, **second)
 
 
 @final

@@ -1033,33 +1033,60 @@ class StoreRecorder:
     async def record_refusal(
         self, symbol: str, decision: Decision, *, intent: OrderIntent | None = None
     ) -> None:
-        """Archive a refused order decision, with its reasons.
+        """Archive a refused order decision, with its reasons; returns once it is written.
 
         Raises:
             InvalidRecord: the decision allowed the order.
+            StoreError: the write failed.
         """
-        if decision.allowed:
-            raise InvalidRecord(f"not a refusal: {decision!r}")
-        record: dict[str, Any] = {
-            "symbol": symbol,
-            "mode": decision.mode.name,
-            "reasons": _reasons(decision.reasons),
-            "max_quantity": None if decision.max_quantity is None else str(decision.max_quantity),
-        }
-        if intent is not None:
-            record |= {"side": intent.side.value, "quantity": str(intent.quantity)}
+        record = _refusal_record(symbol, decision, intent)
         await self.store.append("refusal", record, self._wall_clock())
+
+    def refusal_nowait(
+        self, symbol: str, decision: Decision, *, intent: OrderIntent | None = None
+    ) -> None:
+        """Queue a refused order decision for the archive, like `record_refusal`, without
+        waiting: refusals queued together share one transaction (the `Engine` uses this).
+
+        Raises:
+            InvalidRecord: the decision allowed the order.
+            StoreError: an earlier queued write failed.
+        """
+        record = _refusal_record(symbol, decision, intent)
+        self.store.append_nowait("refusal", record, self._wall_clock())
 
     async def record_operator(self, action: str, **fields: Any) -> None:
         """Archive an operator action (``"halt"``, ``"resume"``, ``"reset"``, ...) and its
-        details (JSON-ready: who, why, which guard or symbol)."""
-        if not isinstance(action, str) or not action.strip():
-            raise InvalidRecord(f"action must be a non-empty string, got {action!r}")
-        await self.store.append("operator", {"action": action, **fields}, self._wall_clock())
+        details (JSON-ready: who, why, which guard or symbol); returns once it is written."""
+        await self.store.append("operator", _operator_record(action, fields), self._wall_clock())
+
+    def operator_nowait(self, action: str, **fields: Any) -> None:
+        """Queue an operator action for the archive, like `record_operator`, without waiting."""
+        self.store.append_nowait("operator", _operator_record(action, fields), self._wall_clock())
 
     async def record_preflight(self, report: Mapping[str, Any]) -> None:
         """Archive a preflight report (JSON-ready)."""
         await self.store.append("preflight", dict(report), self._wall_clock())
+
+
+def _refusal_record(symbol: str, decision: Decision, intent: OrderIntent | None) -> dict[str, Any]:
+    if decision.allowed:
+        raise InvalidRecord(f"not a refusal: {decision!r}")
+    record: dict[str, Any] = {
+        "symbol": symbol,
+        "mode": decision.mode.name,
+        "reasons": _reasons(decision.reasons),
+        "max_quantity": None if decision.max_quantity is None else str(decision.max_quantity),
+    }
+    if intent is not None:
+        record |= {"side": intent.side.value, "quantity": str(intent.quantity)}
+    return record
+
+
+def _operator_record(action: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(action, str) or not action.strip():
+        raise InvalidRecord(f"action must be a non-empty string, got {action!r}")
+    return {"action": action, **fields}
 
 
 async def open_layer(
