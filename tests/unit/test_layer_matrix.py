@@ -772,6 +772,19 @@ class TestWebsocket:
         assert layer.mode() is ALLOW
         assert layer.feed_state("market").name == "CONNECTED"
 
+    def test_a_batch_of_messages_counts_each_and_proves_the_stream_alive_once(self) -> None:
+        layer, clock = make_layer(**WS)
+        layer.observe(ev.FeedStarted("market"))
+        layer.observe(ev.FeedConnected("market"))
+        clock.advance(3)
+        assert layer.observe(ev.FeedMessage("market", count=64)) == []
+        assert layer.observe(ev.FeedMessage("market")) == []
+        assert layer.status()["feeds"]["market"]["messages"] == 65
+        assert layer.next_deadline() == 8.0  # silence is counted from the batch
+        for bad in (0, -1, True, 1.5):
+            with pytest.raises(InvalidObservation, match=r"FeedMessage\.count"):
+                ev.FeedMessage("market", count=bad)  # type: ignore[arg-type]
+
     def test_a_silent_connected_feed_is_closed_and_backs_off(self) -> None:
         layer, clock = make_layer(**WS)
         layer.observe(ev.FeedStarted("market"))

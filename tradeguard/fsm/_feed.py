@@ -119,11 +119,11 @@ class Feed:
         # TRIPPED from a snapshot has no degraded feed to wait for.
         return effects + self._on_degraded(self.name, False, at)
 
-    def message(self, at: float) -> list[Effect]:
-        """Something arrived on the open connection: it is alive."""
+    def message(self, at: float, count: int = 1) -> list[Effect]:
+        """``count`` messages arrived on the open connection: it is alive."""
         if self.state is not _CONNECTED:
             raise InvalidTransition(self.machine, None, self.state.name, "message")
-        self.messages += 1
+        self.messages += count
         self.last_message_at = at
         self._timers.arm(self._stale, at + self.stale_seconds)
         return []

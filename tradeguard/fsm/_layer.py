@@ -459,7 +459,7 @@ class ReliabilityLayer:
                 effects = self._feed(obs.feed).disconnected(obs.reason, now)
                 return self._settled(effects, None, now)
             case FeedMessage():
-                return self._feed(obs.feed).message(now)
+                return self._feed(obs.feed).message(now, obs.count)
             case FeedClosed():
                 return self._settled(self._feed(obs.feed).close(now), None, now)
             case SequenceGap():

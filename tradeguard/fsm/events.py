@@ -254,12 +254,19 @@ class FeedDisconnected:
 @final
 @dataclass(frozen=True, slots=True)
 class FeedMessage:
-    """``feed`` received something (data or heartbeat): the stream is alive."""
+    """``feed`` received something (data or heartbeat): the stream is alive.
+
+    ``count``: how many messages this reports (a shell may report a batch it just read at
+    once: the stream was alive when the last of them arrived, a moment ago).
+    """
 
     feed: str
+    count: int = 1
 
     def __post_init__(self) -> None:
         _require_name("FeedMessage", "feed", self.feed)
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise InvalidObservation(f"FeedMessage.count must be an int >= 1, got {self.count!r}")
 
 
 @final

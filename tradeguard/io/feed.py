@@ -19,9 +19,12 @@ replacing an unread one is not a loss (a mark only needs the latest price) and i
 `tickers_conflated` only. A *drop* is a latest ticker lost unread: with `queue_size` symbols
 buffered, a ticker for another symbol evicts the symbol updated longest ago; only these are
 reported as `MessagesDropped`. With `queue_size` at least the number of subscribed symbols,
-an idle consumer loses nothing. Marks are batched the same way: the symbols priced by the
-frames handled between two yields of the reader become one `MarkUpdate` each, observed when
-the reader yields (a mark is the fact "a fresh price was seen now").
+an idle consumer loses nothing. Observations are batched the same way: the frames handled
+between two yields of the reader become one `FeedMessage` (with their count) and one
+`MarkUpdate` per symbol they priced, observed as soon as the reader yields (a mark is the fact
+"a fresh price was seen now"). The batch is observed before any timer that fell due while
+it was read can run (the task that observes it was woken first), so a stream that delivered
+just before its silence deadline is never closed as silent.
 """
 
 from __future__ import annotations
@@ -122,8 +125,10 @@ class FeedClient:
         self._subscribed = set(products)
         # Latest ticker per symbol, in the order of its latest update (dicts keep order).
         self._ticks: dict[str, Ticker] = {}
-        self._marks: dict[str, None] = {}  # symbols priced since marks were last observed
-        self._marks_due = anyio.Event()
+        # Since the last observed batch: messages read, and the symbols they priced.
+        self._unreported = 0
+        self._marks: dict[str, None] = {}
+        self._batch_due = anyio.Event()
         self._tick_ready = anyio.Event()
         self._reconnect_due = anyio.Event()
         self._read_scope: anyio.CancelScope | None = None
@@ -181,13 +186,17 @@ class FeedClient:
         with anyio.CancelScope() as scope:
             self._read_scope = scope
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._observe_marks_forever)
+                tg.start_soon(self._observe_batches_forever)
                 await self._read(connection)
                 tg.cancel_scope.cancel("feed stream ended")
         self._read_scope = None
-        self._observe_marks()  # what the last frames priced, before the close is reported
         if scope.cancel_called:
-            return  # the layer asked for this close and already counts it
+            # The layer asked for this close (the feed is no longer CONNECTED): what the last
+            # frames priced still counts; that they arrived cannot be reported any more.
+            self._unreported = 0
+            self._observe_batch()
+            return  # the layer already counts the close
+        self._observe_batch()  # the last frames, before the close is reported
         self._report_drop(_describe_close(connection))
 
     async def _read(self, connection: ClientConnection) -> None:
@@ -202,17 +211,20 @@ class FeedClient:
         except ConnectionClosed:
             pass  # reported by the caller, from the close code
 
-    async def _observe_marks_forever(self) -> None:
+    async def _observe_batches_forever(self) -> None:
         # Runs only when the reader yields (its buffered frames are handled, or a checkpoint),
-        # so one batch of frames becomes one MarkUpdate per symbol.
+        # so one batch of frames becomes one FeedMessage and one MarkUpdate per symbol.
         while True:
-            await self._marks_due.wait()
-            self._marks_due = anyio.Event()
-            self._observe_marks()
+            await self._batch_due.wait()
+            self._batch_due = anyio.Event()
+            self._observe_batch()
 
-    def _observe_marks(self) -> None:
-        marks, self._marks = self._marks, {}
+    def _observe_batch(self) -> None:
         observe = self.runtime.observe
+        if self._unreported:
+            count, self._unreported = self._unreported, 0
+            observe(ev.FeedMessage(self.name, count))  # anything at all proves it alive
+        marks, self._marks = self._marks, {}
         for symbol in marks:
             observe(ev.MarkUpdate(symbol))
 
@@ -230,7 +242,9 @@ class FeedClient:
 
     def _on_message(self, raw: str | bytes) -> None:
         observe = self.runtime.observe
-        observe(ev.FeedMessage(self.name))  # anything at all proves the stream alive
+        self._unreported += 1
+        if not self._batch_due.is_set():
+            self._batch_due.set()
         try:
             message = parse_message(raw)
         except MalformedFeedMessage as err:
@@ -272,8 +286,6 @@ class FeedClient:
             self.tickers_dropped += dropped
             observe(ev.MessagesDropped(self.name, dropped))
         self._tick_ready.set()
-        if not self._marks_due.is_set():
-            self._marks_due.set()
 
     async def next_ticker(self) -> Ticker:
         """The buffered ticker whose latest update is oldest, waiting for one if none is.
