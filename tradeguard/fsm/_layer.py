@@ -1148,9 +1148,8 @@ class ReliabilityLayer:
             "saved_at": wall,
             "global": global_saved,
             "symbols": {
-                sym: sc.dump(to_wall)
-                for sym, sc in sorted(self._symbols.items())
-                if only is None or sym in only
+                sym: self._symbols[sym].dump(to_wall)
+                for sym in sorted(self._symbols if only is None else only)
             },
             "breakers": {
                 cat: {

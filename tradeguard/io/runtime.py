@@ -16,8 +16,11 @@ to the layer, the runtime raises an alert saying which orders may still be open 
 the API answers again (a breaker closes, or api_health recovers).
 
 Under load (issue 15) the executor takes everything queued at once and acts on safety effects
-(`CancelOpenOrders`, `CancelOrders`, `Alert`) before the bookkeeping queued ahead of them;
-callbacks and subscribers still get every effect in the order it was queued.
+before the bookkeeping queued ahead of them: cancels (`CancelOpenOrders`, `CancelOrders`)
+first, then `Alert`s, each kind in order; callbacks and subscribers still get every effect in
+the order it was queued. The timer task applies due timers a slice at a time, and every task
+lets the others run between slices, so a burst (1,000 marks going stale at once) never holds
+the event loop for long.
 """
 
 from __future__ import annotations
@@ -66,13 +69,12 @@ __all__ = [
 
 log = logging.getLogger("tradeguard.io.runtime")
 
-# The effects that protect the account: run before bookkeeping queued ahead of them.
-_SAFETY = (CancelOpenOrders, CancelOrders, Alert)
 # Effects the executor runs between two yields to the event loop.
 _FAIR_SHARE = 32
-# Timers applied per pass of the timer task: about 1 ms of the layer's work (10 µs a timer
-# that moves a symbol's mode), so a mass expiry never holds the event loop for long.
-_TIMER_SLICE = 100
+# Timers applied per pass of the timer task: about 0.5-1 ms of the layer's work (10-20 µs a
+# timer that moves a symbol's mode), so a mass expiry never holds the event loop for long: a
+# task waiting for the loop waits at most two passes (issue 15).
+_TIMER_SLICE = 50
 # What one call queued: the sequence number of its first effect, and the effects in order.
 _Batch = tuple[int, tuple[Effect, ...]]
 
@@ -160,6 +162,7 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._queued = 0
         self._executed = 0
         self._progress = anyio.Event()
+        self._progress_awaited = False  # someone waits on `_progress` (replaced once set)
         # A broker that reports its calls needs the runtime it reports to: a factory gets the
         # finished runtime here, so nothing is patched onto it after construction.
         self.broker: Broker | None = (
@@ -258,6 +261,7 @@ class Runtime(anyio.AsyncContextManagerMixin):
         self._publish(effects)
         target = self._queued
         while self._executed < target:
+            self._progress_awaited = True
             await self._progress.wait()
         return effects
 
@@ -379,7 +383,10 @@ class Runtime(anyio.AsyncContextManagerMixin):
         # bookkeeping queued before it; publishing keeps the order effects were queued in, so
         # callbacks and subscribers still see every effect in order (STYLE §2).
         pending: deque[_Queued] = deque()  # every effect taken and not yet published, in order
-        urgent: deque[_Queued] = deque()  # the safety effects among them not yet acted on
+        # The safety effects among them not yet acted on: cancels first (they protect the
+        # account; a burst of 1,000 stale-mark alerts must not hold one back), then alerts.
+        cancels: deque[_Queued] = deque()
+        alerts: deque[_Queued] = deque()
         received = 0  # sequence number of the first effect still in the stream
         ran = 0
 
@@ -390,8 +397,10 @@ class Runtime(anyio.AsyncContextManagerMixin):
             for seq, effect in enumerate(effects, first):
                 queued = _Queued(seq, effect)
                 pending.append(queued)
-                if isinstance(effect, _SAFETY):
-                    urgent.append(queued)
+                if isinstance(effect, CancelOpenOrders | CancelOrders):
+                    cancels.append(queued)
+                elif isinstance(effect, Alert):
+                    alerts.append(queued)
 
         async with self._receive:
             while True:
@@ -400,8 +409,11 @@ class Runtime(anyio.AsyncContextManagerMixin):
                         take(self._receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if urgent:
-                    await self._act(urgent.popleft())
+                if cancels or alerts:
+                    await self._act(cancels.popleft() if cancels else alerts.popleft())
+                    ran += 1
+                    if ran % _FAIR_SHARE == 0:
+                        await anyio.lowlevel.checkpoint()  # sinks that never wait, a burst
                     continue
                 if not pending:
                     try:
@@ -413,14 +425,16 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 await self._act(queued)
                 for callback in self._callbacks:
                     result = callback(queued.effect)
-                    if inspect.isawaitable(result):
+                    if result is not None and inspect.isawaitable(result):
                         await result
                 if isinstance(queued.effect, Transitioned | ModeChanged):
                     self._notify(queued.effect)
                 # Every effect before the first one still pending has run.
                 self._executed = pending[0].seq if pending else received
-                self._progress.set()
-                self._progress = anyio.Event()
+                if self._progress_awaited:  # (an event per effect costs 2 µs: only if awaited)
+                    self._progress_awaited = False
+                    self._progress.set()
+                    self._progress = anyio.Event()
                 ran += 1
                 if ran % _FAIR_SHARE == 0:
                     # Callbacks that never wait would hold the loop through a burst of

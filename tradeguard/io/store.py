@@ -221,6 +221,11 @@ class _Job:
     error: Exception | None = None
 
 
+# A snapshot merged into what the store keeps: saved-at time, its JSON without the symbols
+# (or whole, when not spliced), and whether the kept symbols are spliced into it.
+_Merged = tuple[float, str, bool]
+
+
 @dataclass(slots=True, eq=False)
 class _Row:
     """One event to archive: ``record`` is JSON text, or a mapping the thread encodes.
@@ -232,7 +237,7 @@ class _Row:
     kind: str
     when: float
     record: str | Mapping[str, Any]
-    snapshot: tuple[float, str] | Mapping[str, Any] | SnapshotChanges | None
+    snapshot: Mapping[str, Any] | SnapshotChanges | None
 
 
 @final
@@ -403,7 +408,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         saved_at = time.time()
 
         def run(conn: sqlite3.Connection) -> None:
-            row = self._snapshot_row(snapshot, saved_at)  # encoded here, in the thread
+            row = self._snapshot_text(self._merge_snapshot(snapshot, saved_at))  # in the thread
             with _transaction(conn):
                 conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", row)
 
@@ -542,20 +547,28 @@ class EventStore(anyio.AsyncContextManagerMixin):
         self._queue.append(_Job(rows, f"archive {len(rows)} event(s)", abandoned=True))
 
     async def _write_behind(self) -> None:
-        """Write the rows of `append_nowait` in the thread, each time some are queued."""
-        while True:
-            await self._write_soon.wait()
-            self._write_soon = anyio.Event()
-            self._hand_over()
-            if not self._queue:
-                continue
-            if self._draining:
-                await self._drained.wait()  # the next pass takes them
-                self._write_soon.set()
-            else:
-                await self._drain_pass()
-            if self._failed is not None:
-                raise self._failed  # leaves the store's block: the state is no longer saved
+        """Hand the rows of `append_nowait` to the thread each time some are queued.
+
+        Handed over at every wake-up, also while the thread writes (it takes what is queued
+        before it finishes its pass), so each hand-over's snapshot covers only what changed
+        since the last one: under a burst, many small snapshots on the event loop rather
+        than one of everything once the thread is free.
+        """
+        async with anyio.create_task_group() as passes:
+            while True:
+                await self._write_soon.wait()
+                self._write_soon = anyio.Event()
+                self._hand_over()
+                if self._queue and not self._draining:
+                    self._draining = True  # taken now: the task below runs the passes
+                    passes.start_soon(self._drain_while_queued)
+
+    async def _drain_while_queued(self) -> None:
+        self._draining = False  # (held only so no second task started)
+        while self._queue:
+            await self._drain_pass()
+        if self._failed is not None:
+            raise self._failed  # leaves the store's block: the state is no longer saved
 
     def _drain(self) -> None:
         """Run every queued job, in order (in the worker thread, one drain at a time).
@@ -589,7 +602,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
     def _write_rows(self, jobs: list[_Job]) -> None:
         """Encode the rows of ``jobs`` and write them in one transaction (in the thread)."""
         params: list[tuple[float, str, str]] = []
-        snapshot: tuple[float, str] | None = None
+        snapshot: _Merged | None = None
         written: list[_Job] = []
         count = 0
         for job in jobs:
@@ -619,7 +632,9 @@ class EventStore(anyio.AsyncContextManagerMixin):
                     "INSERT INTO events (wall_time, kind, record) VALUES (?, ?, ?)", params
                 )
                 if snapshot is not None:
-                    self._conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", snapshot)
+                    # Put together once per transaction, whatever number of changes it merged.
+                    saved = self._snapshot_text(snapshot)
+                    self._conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", saved)
                 last = int(self._conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             self.transactions += 1
         except (sqlite3.Error, OSError) as err:
@@ -639,15 +654,13 @@ class EventStore(anyio.AsyncContextManagerMixin):
             job.done = True
             self._report(job)
 
-    def _encode(self, row: _Row) -> tuple[float, str, str, tuple[float, str] | None]:
+    def _encode(self, row: _Row) -> tuple[float, str, str, _Merged | None]:
         text = (
             row.record
             if isinstance(row.record, str)
             else _to_json(row.record, "record", InvalidRecord)
         )
-        snap = row.snapshot
-        if snap is not None and not isinstance(snap, tuple):
-            snap = self._snapshot_row(snap, row.when)
+        snap = None if row.snapshot is None else self._merge_snapshot(row.snapshot, row.when)
         return row.when, row.kind, text, snap
 
     def _report(self, job: _Job) -> None:
@@ -675,13 +688,14 @@ class EventStore(anyio.AsyncContextManagerMixin):
 
     # ------------------------------------------------------------------ rows
 
-    def _snapshot_row(
+    def _merge_snapshot(
         self, snapshot: Mapping[str, Any] | SnapshotChanges, default: float
-    ) -> tuple[float, str]:
-        """The saved-at time and JSON body of a snapshot (in the store's thread).
+    ) -> _Merged:
+        """Encode a snapshot into what is kept of the stored one (in the store's thread).
 
         Each symbol is encoded on its own and kept, so `SnapshotChanges` re-encode only the
-        symbols that changed: the body is the rest of the snapshot plus every kept symbol.
+        symbols that changed; `_snapshot_text` puts the body together: the rest of the
+        snapshot plus every kept symbol.
         """
         whole: Mapping[str, Any] = (
             snapshot.snapshot if isinstance(snapshot, SnapshotChanges) else snapshot
@@ -694,18 +708,19 @@ class EventStore(anyio.AsyncContextManagerMixin):
             if not complete:
                 raise InvalidSnapshot("snapshot changes must hold a 'symbols' mapping")
             self._saved_symbols = None  # not a layer's snapshot: nothing to merge into
-            body = _to_json(whole, "snapshot", InvalidSnapshot, finite=False)
+            head, spliced = _to_json(whole, "snapshot", InvalidSnapshot, finite=False), False
         else:
             if not complete and self._saved_symbols is None:
                 raise InvalidSnapshot(
                     "snapshot changes merge into a complete snapshot written before: none was"
                 )
-            rest = _to_json(
+            head = _to_json(
                 {k: v for k, v in whole.items() if k != "symbols"},
                 "snapshot",
                 InvalidSnapshot,
                 finite=False,
             )
+            spliced = True
             changed = {}
             for number, (symbol, saved) in enumerate(symbols.items(), 1):
                 if number % _ENCODED_PER_GIL_TURN == 0:
@@ -718,12 +733,18 @@ class EventStore(anyio.AsyncContextManagerMixin):
                 self._saved_symbols = changed
             else:
                 self._saved_symbols.update(changed)
-            entries = ",".join(self._saved_symbols.values())
-            body = f'{rest[:-1]}{"," if len(rest) > 2 else ""}"symbols":{{{entries}}}}}'
         saved_at = whole.get("saved_at")
-        if type(saved_at) is float and math.isfinite(saved_at):
-            return saved_at, body
-        return default, body
+        if not (type(saved_at) is float and math.isfinite(saved_at)):
+            saved_at = default
+        return saved_at, head, spliced
+
+    def _snapshot_text(self, merged: _Merged) -> tuple[float, str]:
+        """The saved-at time and JSON body of the snapshot merged last."""
+        saved_at, head, spliced = merged
+        if not spliced or self._saved_symbols is None:
+            return saved_at, head
+        entries = ",".join(self._saved_symbols.values())
+        return saved_at, f'{head[:-1]}{"," if len(head) > 2 else ""}"symbols":{{{entries}}}}}'
 
     def _parse_snapshot(self, body: object) -> dict[str, Any]:
         try:
@@ -1002,12 +1023,19 @@ class StoreRecorder:
         self.store = store
         self.layer = layer
         self._wall_clock = wall_clock
-        self._through: int | None = None  # the layer's last change already handed over
+        # Every symbol, taken now, at start-up, while that is cheap: the first write merges
+        # what changed since into it, so no write on a busy event loop saves every symbol.
+        self._seed: SnapshotChanges | None = layer.snapshot_changes()
+        self._through = self._seed.through  # the layer's last change already handed over
 
     def _snapshot_changes(self) -> SnapshotChanges:
         changes = self.layer.snapshot_changes(self._through)
         self._through = changes.through
-        return changes
+        seed, self._seed = self._seed, None
+        if seed is None or changes.complete:
+            return changes
+        symbols = {**seed.snapshot["symbols"], **changes.snapshot["symbols"]}
+        return SnapshotChanges(changes.through, {**changes.snapshot, "symbols": symbols}, True)
 
     def on_effect(self, effect: Effect) -> None:
         """Queue ``effect`` for the archive (for a transition, with the snapshot); returns
