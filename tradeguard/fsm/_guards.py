@@ -139,7 +139,7 @@ class Guard:
         """The guard's state for a snapshot, deadlines as wall-clock times."""
         due = self._cooldown.due
         return {
-            "state": self.state.name,
+            "state": self.state._name_,  # (`_name_`: see `Halt.view`)
             "cooldown_until": None if due is None else to_wall(due),
             **self._dump_counters(to_wall),
         }

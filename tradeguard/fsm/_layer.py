@@ -892,7 +892,7 @@ class ReliabilityLayer:
             "preview_enabled": self._preview.enabled,
             "global": self._global.status(now),
             "symbols": {
-                symbol: {**scope.status(now), "effective_mode": self.mode(symbol).name}
+                symbol: {**scope.status(now), "effective_mode": self.mode(symbol)._name_}
                 for symbol, scope in sorted(self._symbols.items())
             },
             "breakers": {c: b.status() for c, b in sorted(self._breakers.items())},
