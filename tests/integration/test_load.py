@@ -6,13 +6,15 @@ never speed: `make bench` (bench/bench_load.py) measures that.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from cancel_only_broker import CancelOnlyBroker
 
-from tradeguard import Settings
+from tradeguard import InvalidObservation, Settings
 from tradeguard.fsm import events as ev
 from tradeguard.fsm.effects import CancelOpenOrders, Effect, Transitioned
 from tradeguard.io import Runtime
@@ -97,6 +99,34 @@ async def test_concurrent_appends_share_transactions_and_lose_nothing(tmp_path: 
     for w, got in ids.items():
         assert got == sorted(got)  # each writer's appends in order
         assert [by_id[i] for i in got] == [{"w": w, "n": n} for n in range(each)]
+
+
+async def test_a_record_that_cannot_be_written_is_left_out_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows written together in one transaction keep their own outcomes: a bad record among
+    them is refused (to its caller) or logged (when queued without waiting), and every
+    other row of the same transaction is written."""
+    async with EventStore(tmp_path / "store.db") as store:
+        store.append_nowait("operator", {"n": 1}, 1.0)
+        store.append_nowait("operator", {"n": Decimal(2)}, 1.0)  # not JSON-ready
+        store.append_nowait("operator", {"n": 3}, 1.0)
+
+        async def bad() -> None:
+            with pytest.raises(InvalidObservation, match="not JSON-ready"):
+                await store.append("operator", {"n": float("nan")}, 1.0)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bad)
+                tg.start_soon(store.append, "operator", {"n": 4}, 1.0)
+        archived = [e["record"]["n"] for e in await store.events()]
+        transactions = store.transactions
+    assert archived == [1, 3, 4]
+    # 1, 2 and 3 were queued together: one transaction, which left the bad row out.
+    assert transactions <= 2
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and "not JSON-ready" in logged[0]  # the queued bad row
 
 
 async def test_a_burst_of_transitions_is_archived_with_a_current_snapshot(tmp_path: Path) -> None:

@@ -230,14 +230,19 @@ _Merged = tuple[float, str, bool]
 class _Row:
     """One event to archive: ``record`` is JSON text, or a mapping the thread encodes.
 
-    ``snapshot`` (saved-at time and JSON text, or a mapping) replaces the stored snapshot in
-    the transaction that archives the row.
+    ``snapshot`` (a mapping, or `SnapshotChanges`) replaces the stored snapshot in the
+    transaction that archives the row. Each row has its own outcome: a record that cannot
+    be encoded is left out alone, never with the rows written next to it.
     """
 
     kind: str
     when: float
     record: str | Mapping[str, Any]
     snapshot: Mapping[str, Any] | SnapshotChanges | None
+    waiter: bool = False  # a task awaits its outcome (else a failure is logged)
+    done: bool = False
+    id: int | None = None
+    error: Exception | None = None
 
 
 @final
@@ -285,6 +290,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         # `append_nowait`: rows not yet handed to the thread, the snapshot they ask for, the
         # writer's wake-up, and the first failed write (raised by the next call).
         self._later: list[_Row] = []
+        self._later_signalled = False  # `_write_soon` was set for the rows in `_later`
         self._snapshot_of: Callable[[], Mapping[str, Any] | SnapshotChanges] | None = None
         # The stored snapshot's symbols as encoded entries (``"SYM":{...}``), for merging a
         # `SnapshotChanges` into it; only the store's thread touches it.
@@ -355,9 +361,10 @@ class EventStore(anyio.AsyncContextManagerMixin):
             raise InvalidRecord(f"unknown event kind {kind!r}; expected one of {KINDS}")
         when = _require_time(wall_time, "wall_time", InvalidRecord)
         # Encoded by the store's thread; an encoding error is raised here all the same.
-        row = _Row(kind, when, record, snapshot)
-        event_id: int = await self._submit([row], f"archive an event of kind {kind!r}", writes=True)
-        return event_id
+        row = _Row(kind, when, record, snapshot, waiter=True)
+        await self._submit([row], f"archive an event of kind {kind!r}", writes=True)
+        assert row.id is not None  # written (else `_submit` raised the row's error)
+        return row.id
 
     def append_nowait(
         self,
@@ -396,7 +403,9 @@ class EventStore(anyio.AsyncContextManagerMixin):
         self._later.append(_Row(kind, when, record, None))
         if snapshot_of is not None:
             self._snapshot_of = snapshot_of
-        self._write_soon.set()
+        if not self._later_signalled:  # once per hand-over, not once per row
+            self._later_signalled = True
+            self._write_soon.set()
 
     async def save_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         """Replace the stored snapshot with ``snapshot`` (a `ReliabilityLayer.snapshot()`).
@@ -495,10 +504,10 @@ class EventStore(anyio.AsyncContextManagerMixin):
         *,
         writes: bool = False,
     ) -> Any:
-        if self._conn is None:
-            raise StoreNotOpen("EventStore is not open: use `async with EventStore(path)`")
-        if writes and self.read_only:
-            raise StoreError(str(self.path), f"cannot {what}: the store was opened read-only")
+        if writes:
+            self._check_writable(what)
+        else:
+            self._check_open()
         self._hand_over()  # rows queued without waiting come first
         job = _Job(run, what)
         self._queue.append(job)  # queued now, so jobs run in the order they were asked for
@@ -508,10 +517,22 @@ class EventStore(anyio.AsyncContextManagerMixin):
             # The job stays queued and runs with the next one (or at close); nobody is
             # left to raise its error to, so `_drain` logs it.
             job.abandoned = True
+            if isinstance(run, list):
+                for row in run:
+                    row.waiter = False
             raise
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _check_open(self) -> None:
+        if self._conn is None:
+            raise StoreNotOpen("EventStore is not open: use `async with EventStore(path)`")
+
+    def _check_writable(self, what: str) -> None:
+        self._check_open()
+        if self.read_only:
+            raise StoreError(str(self.path), f"cannot {what}: the store was opened read-only")
 
     async def _until_done(self, job: _Job) -> None:
         # One task drains for everyone: jobs queued while the thread writes are run by the
@@ -540,6 +561,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
         if not self._later:
             return
         rows, self._later = self._later, []
+        self._later_signalled = False
         snapshot_of, self._snapshot_of = self._snapshot_of, None
         if snapshot_of is not None:
             rows[-1].snapshot = snapshot_of()  # a dict build; the thread encodes it
@@ -581,7 +603,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
                 group = [job]
                 while self._queue and isinstance(self._queue[0].run, list):
                     group.append(self._queue.popleft())
-                self._in_flight = len(group)
+                self._in_flight = sum(len(j.run) for j in group if isinstance(j.run, list))
                 try:
                     self._write_rows(group)
                 finally:
@@ -600,30 +622,49 @@ class EventStore(anyio.AsyncContextManagerMixin):
                 self._report(job)
 
     def _write_rows(self, jobs: list[_Job]) -> None:
-        """Encode the rows of ``jobs`` and write them in one transaction (in the thread)."""
+        """Encode the rows of ``jobs`` and write them in one transaction (in the thread).
+
+        A row whose record (or snapshot) cannot be encoded is left out alone, with its error;
+        the others are written. A failed transaction fails every row in it.
+        """
         params: list[tuple[float, str, str]] = []
         snapshot: _Merged | None = None
-        written: list[_Job] = []
-        count = 0
+        taken: list[_Row] = []
         for job in jobs:
             assert isinstance(job.run, list)  # only row jobs are grouped
-            encoded = []
-            try:
-                for row in job.run:
-                    encoded.append(self._encode(row))
-                    count += 1
-                    if count % _ENCODED_PER_GIL_TURN == 0:
-                        time.sleep(0)  # the event loop's turn (see _ENCODED_PER_GIL_TURN)
-            except (InvalidRecord, InvalidSnapshot) as err:
-                job.error, job.done = err, True  # its rows are left out; the others go on
-                self._report(job)
-                continue
-            for when, kind, text, snap in encoded:
+            for row in job.run:
+                try:
+                    when, kind, text, merged = self._encode(row)
+                except (InvalidRecord, InvalidSnapshot) as err:
+                    row.error = err
+                    continue
                 params.append((when, kind, text))
-                snapshot = snap if snap is not None else snapshot
-            written.append(job)
-        if not written:
-            return
+                taken.append(row)
+                snapshot = merged if merged is not None else snapshot
+                if len(taken) % _ENCODED_PER_GIL_TURN == 0:
+                    time.sleep(0)  # the event loop's turn (see _ENCODED_PER_GIL_TURN)
+        if taken:
+            failure = self._commit(params, snapshot)
+            if isinstance(failure, int):
+                # One writer, one transaction: the rows' ids are consecutive up to this one.
+                for number, row in enumerate(taken, failure - len(taken) + 1):
+                    row.id = number
+            else:
+                for row in taken:
+                    row.error = failure
+        for job in jobs:
+            assert isinstance(job.run, list)
+            for row in job.run:
+                row.done = True
+            job.error = next((r.error for r in job.run if r.error is not None), None)
+            job.result = job.run[-1].id if job.run else None
+            job.done = True
+            self._report_rows(job.run)
+
+    def _commit(
+        self, params: list[tuple[float, str, str]], snapshot: _Merged | None
+    ) -> int | Exception:
+        """Write the rows (and the snapshot) in one transaction: the last row's id, or why not."""
         try:
             if self._conn is None:
                 raise StoreNotOpen("EventStore is closed")
@@ -636,30 +677,37 @@ class EventStore(anyio.AsyncContextManagerMixin):
                     saved = self._snapshot_text(snapshot)
                     self._conn.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", saved)
                 last = int(self._conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-            self.transactions += 1
         except (sqlite3.Error, OSError) as err:
-            for job in written:
-                job.error = self._error(f"cannot {job.what}", err)
+            return self._error(f"cannot archive {len(params)} event(s)", err)
         except Exception as err:  # StoreNotOpen: handed to the tasks that asked
-            for job in written:
-                job.error = err
-        else:
-            # One writer, one transaction: the rows' ids are consecutive, ending at `last`.
-            first = last - len(params) + 1
-            for job in written:
-                assert isinstance(job.run, list)
-                first += len(job.run)
-                job.result = first - 1  # the id of the job's last row
-        for job in written:
-            job.done = True
-            self._report(job)
+            return err
+        self.transactions += 1
+        return last
+
+    def _report_rows(self, rows: list[_Row]) -> None:
+        # Nobody waits for a queued row: log its error (once per cause), and keep the first
+        # failed write for `append_nowait` to raise.
+        logged: set[int] = set()
+        for row in rows:
+            error = row.error
+            if error is None or row.waiter or id(error) in logged:
+                continue
+            logged.add(id(error))
+            log.error("event store %s: %s", self.path, error, exc_info=error)
+            if self._failed is None and isinstance(error, StoreError):
+                self._failed = error
 
     def _encode(self, row: _Row) -> tuple[float, str, str, _Merged | None]:
-        text = (
-            row.record
-            if isinstance(row.record, str)
-            else _to_json(row.record, "record", InvalidRecord)
-        )
+        record = row.record
+        if type(record) is dict:  # the usual row: `_to_json` without its checks' calls
+            try:
+                text = _ENCODE_FINITE(record)
+            except (TypeError, ValueError) as err:
+                raise InvalidRecord(f"record is not JSON-ready: {err}") from err
+        elif isinstance(record, str):
+            text = record
+        else:
+            text = _to_json(record, "record", InvalidRecord)
         snap = None if row.snapshot is None else self._merge_snapshot(row.snapshot, row.when)
         return row.when, row.kind, text, snap
 
