@@ -371,9 +371,11 @@ class Runtime(anyio.AsyncContextManagerMixin):
                 with anyio.move_on_after(None if math.isinf(delay) else delay):
                     await self._wake.wait()
             self._publish(self.layer.tick(max_timers=_TIMER_SLICE))
-            # More may still be due (1,000 marks going stale together): the next pass applies
-            # them, after the other tasks (the executor with any cancel) had their turn.
-            await anyio.lowlevel.checkpoint()
+            due = self.layer.next_deadline()
+            if due is not None and due <= self._clock():
+                # More are due (1,000 marks going stale together): the next pass applies
+                # them, after the other tasks (the executor with any cancel) had their turn.
+                await anyio.lowlevel.checkpoint()
 
     async def _execute_effects(self) -> None:
         # Everything ready is taken at once, not one effect per loop pass, and re-taken after
