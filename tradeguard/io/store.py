@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Self, assert_never, final
 
@@ -237,7 +238,7 @@ class _Row:
 
     kind: str
     when: float
-    record: str | Mapping[str, Any]
+    record: str | Mapping[str, Any] | Callable[[], Mapping[str, Any]]
     snapshot: Mapping[str, Any] | SnapshotChanges | None
     waiter: bool = False  # a task awaits its outcome (else a failure is logged)
     done: bool = False
@@ -369,7 +370,7 @@ class EventStore(anyio.AsyncContextManagerMixin):
     def append_nowait(
         self,
         kind: str,
-        record: Mapping[str, Any],
+        record: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
         wall_time: float,
         *,
         snapshot_of: Callable[[], Mapping[str, Any] | SnapshotChanges] | None = None,
@@ -382,6 +383,10 @@ class EventStore(anyio.AsyncContextManagerMixin):
         write, however many events asked for it, and never older than the last event
         archived with it. It may return `SnapshotChanges` (only the symbols that changed),
         which the thread merges into the stored snapshot; the first must be complete.
+
+        ``record`` may be a function that builds the record: the store's thread calls it,
+        so the event loop does not pay for building it; it must read only values that never
+        change (an effect, say).
 
         A write that fails is logged, then raised by the next call (and from the block of
         the store), so whoever archives learns the store no longer keeps up with the state.
@@ -699,6 +704,8 @@ class EventStore(anyio.AsyncContextManagerMixin):
 
     def _encode(self, row: _Row) -> tuple[float, str, str, _Merged | None]:
         record = row.record
+        if callable(record):
+            record = record()  # built here, off the event loop (see `append_nowait`)
         if type(record) is dict:  # the usual row: `_to_json` without its checks' calls
             try:
                 text = _ENCODE_FINITE(record)
@@ -987,16 +994,37 @@ def _reasons(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
     ]
 
 
+# The archive kind of each effect (None: not archived), read on the event loop; the record
+# itself is built by `_record_of`, for the recorder in the store's thread.
+_KINDS_OF_EFFECTS: dict[type, str | None] = {
+    Transitioned: "transition",
+    ModeChanged: "mode",
+    Alert: "alert",
+    CancelOpenOrders: "trip",
+    CancelOrders: "trip",
+    DisablePreview: "trip",
+    MaxAttemptsExceeded: "trip",
+    Reconnect: None,
+    CloseConnection: None,
+}
+
+
 def effect_record(effect: Effect) -> tuple[str, dict[str, Any]] | None:
     """The archive kind and JSON-ready record of an effect; ``None`` for feed plumbing.
 
     Every record names its effect (``"effect": "Transitioned"``). `Reconnect` and
     `CloseConnection` are not archived: the transitions they go with are.
     """
+    kind = _KINDS_OF_EFFECTS[type(effect)]
+    return None if kind is None else (kind, _record_of(effect))
+
+
+def _record_of(effect: Effect) -> dict[str, Any]:
+    """The record of an archived effect (the store's thread calls this for the recorder)."""
     name = type(effect).__name__
     match effect:
         case Transitioned():
-            return "transition", {
+            return {
                 "effect": name,
                 "machine": effect.machine,
                 "scope": effect.scope,
@@ -1005,7 +1033,7 @@ def effect_record(effect: Effect) -> tuple[str, dict[str, Any]] | None:
                 "trigger": effect.trigger,
             }
         case ModeChanged():
-            return "mode", {
+            return {
                 "effect": name,
                 "scope": effect.scope,
                 "source": effect.source.name,
@@ -1013,28 +1041,20 @@ def effect_record(effect: Effect) -> tuple[str, dict[str, Any]] | None:
                 "reasons": _reasons(effect.reasons),
             }
         case Alert():
-            return "alert", {
+            return {
                 "effect": name,
                 "severity": effect.severity,
                 "title": effect.title,
                 "detail": effect.detail,
             }
         case CancelOpenOrders() | DisablePreview():
-            return "trip", {"effect": name, "reason": effect.reason}
+            return {"effect": name, "reason": effect.reason}
         case CancelOrders():
-            return "trip", {
-                "effect": name,
-                "order_ids": list(effect.order_ids),
-                "reason": effect.reason,
-            }
+            return {"effect": name, "order_ids": list(effect.order_ids), "reason": effect.reason}
         case MaxAttemptsExceeded():
-            return "trip", {
-                "effect": name,
-                "feed": effect.feed,
-                "pause_seconds": effect.pause_seconds,
-            }
+            return {"effect": name, "feed": effect.feed, "pause_seconds": effect.pause_seconds}
         case Reconnect() | CloseConnection():
-            return None
+            raise InvalidRecord(f"{name} is not archived (feed plumbing)")
         case _:
             assert_never(effect)
 
@@ -1092,10 +1112,11 @@ class StoreRecorder:
         Raises:
             StoreError: an earlier write failed, or the store is read-only.
         """
-        archived = effect_record(effect)
-        if archived is None:
+        kind = _KINDS_OF_EFFECTS[type(effect)]
+        if kind is None:
             return
-        kind, record = archived
+        # Built by the store's thread (effects never change): the loop only queues it.
+        record = partial(_record_of, effect)
         wall = self._wall_clock()
         if isinstance(effect, Transitioned):
             # Stamped with when it happened, though run a moment later.
