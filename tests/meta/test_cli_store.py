@@ -5,16 +5,15 @@ Exit statuses: 0 read, 1 the store or runtime cannot be read (with its error), 2
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from status_stub import serving_status
 
 from tradeguard import ReliabilityLayer, Settings, TradingMode
 from tradeguard.cli import _KINDS, main
@@ -169,27 +168,8 @@ def status_server(store: Path) -> Iterator[str]:
     clock = ManualClock(wall_offset=time.time())
     layer = ReliabilityLayer(Settings(), clock, wall_clock=clock.wall)
     layer.observe(ev.RateLimitUsage(0.95))
-    body = json.dumps(layer.status()).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/status" else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body if self.path == "/status" else b"{}")
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving_status(layer.status()) as url:
+        yield url
 
 
 def test_status_from_a_running_runtime(

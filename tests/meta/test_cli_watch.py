@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import signal
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from rich.console import Console
+from status_stub import serving_status
 
 from tradeguard import ReliabilityLayer, Settings
 from tradeguard.cli.status import fetch_status
@@ -100,30 +100,8 @@ def test_watch_on_a_terminal_redraws_with_live_until_ctrl_c() -> None:
 def status_server() -> Iterator[str]:
     layer = ReliabilityLayer(Settings(), ManualClock())
     layer.observe(ev.RateLimitUsage(0.95))
-    body = LayerView.to_json(layer.view())
-    import json
-
-    data = json.dumps(body).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving_status(LayerView.to_json(layer.view())) as url:
+        yield url
 
 
 def test_watch_draws_frames_into_a_pipe_and_stops_on_sigint_with_0(status_server: str) -> None:
