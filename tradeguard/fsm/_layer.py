@@ -334,11 +334,7 @@ class ReliabilityLayer:
             return self._run(_no_change, None)
         if isinstance(max_timers, bool) or not isinstance(max_timers, int) or max_timers < 1:
             raise InvalidObservation(f"max_timers must be a whole number >= 1, got {max_timers!r}")
-        effects = self._advance(self._now(), max_timers)
-        self._due_at = self._timers.earliest
-        if effects:
-            self._forget_decisions()
-        return effects
+        return self._run(_no_change, None, max_timers)
 
     def next_deadline(self) -> float | None:
         """When `tick()` is next needed (monotonic seconds), or ``None`` if never."""
@@ -351,9 +347,15 @@ class ReliabilityLayer:
         self._last_now = now
         return now
 
-    def _run(self, change: Callable[[_T, float], list[Effect]], arg: _T) -> list[Effect]:
+    def _run(
+        self,
+        change: Callable[[_T, float], list[Effect]],
+        arg: _T,
+        max_timers: float = math.inf,
+    ) -> list[Effect]:
         """The one wrapper of every state-changing call: read the clock, apply the timers
-        due (each at its deadline), make the change, then note the next deadline.
+        due (each at its deadline; at most ``max_timers`` for a bounded `tick`), make the
+        change, then note the next deadline.
 
         If the change raises, the timers' effects are kept for the next call, not lost.
         """
@@ -361,7 +363,8 @@ class ReliabilityLayer:
         if not now >= self._last_now:  # also refuses NaN
             self._now()  # raises, naming both times
         self._last_now = now
-        effects = self._advance(now) if now >= self._due_at or self._pending else None
+        due = now >= self._due_at or self._pending
+        effects = self._advance(now, max_timers) if due else None
         try:
             changed = change(arg, now)
         except Exception:
